@@ -1,0 +1,36 @@
+# `make test` and `make demo` build everything they need from nothing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The older Synapse generation lives in its own virtualenv: it needs an older prometheus-client.
+LEGACY_SYNAPSE := 1.142.1
+LEGACY_VENV := .venv-synapse-$(LEGACY_SYNAPSE)
+
+.PHONY: test lint typecheck pytest clean
+
+test: lint typecheck pytest
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,server]'
+	touch $@
+
+$(LEGACY_VENV)/bin/.installed:
+	$(PYTHON) -m venv $(LEGACY_VENV)
+	$(LEGACY_VENV)/bin/pip install --quiet --upgrade pip
+	$(LEGACY_VENV)/bin/pip install --quiet matrix-synapse==$(LEGACY_SYNAPSE) prometheus-client==0.23.1
+	touch $@
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check nio_delayed tests examples
+	$(BIN)/ruff format --check nio_delayed tests examples
+
+typecheck: $(BIN)/.installed
+	$(BIN)/mypy
+
+pytest: $(BIN)/.installed $(LEGACY_VENV)/bin/.installed
+	NIO_DELAYED_LEGACY_SYNAPSE_PYTHON=$(abspath $(LEGACY_VENV))/bin/python $(BIN)/pytest -ra
+
+clean:
+	rm -rf $(VENV) $(LEGACY_VENV) .mypy_cache .pytest_cache .ruff_cache

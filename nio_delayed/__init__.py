@@ -1,0 +1,58 @@
+"""nio-delayed: Matrix delayed events (MSC4140) and dead-man's switches for matrix-nio bots.
+
+from nio_delayed import DelayedAsyncClient
+
+client = DelayedAsyncClient("https://matrix.example.org", "@bot:example.org")
+...
+resp = await client.room_send_delayed(room_id, "m.room.message", content, timedelta(minutes=5))
+if isinstance(resp, RoomSendDelayedResponse):
+    await client.restart_delayed_event(resp.delay_id)
+"""
+
+from .delay_id import DelayId
+from .errors import ErrorKind
+from .mixin import DelayedAsyncClient, DelayedEventsMixin
+from .models import DelayedEvent, DelayedEventStatus
+from .request_builders import DelayedEventAction
+from .responses import (
+    DelayedEventError,
+    DelayedEventsListError,
+    DelayedEventsListResponse,
+    DelayedEventsSupportError,
+    DelayedEventsSupportResponse,
+    GetDelayedEventError,
+    GetDelayedEventResponse,
+    RoomPutStateDelayedError,
+    RoomPutStateDelayedResponse,
+    RoomSendDelayedError,
+    RoomSendDelayedResponse,
+    UpdateDelayedEventError,
+    UpdateDelayedEventResponse,
+)
+from .support import Dialect
+from .transport import RequestPolicy
+
+__all__ = [
+    "DelayId",
+    "DelayedAsyncClient",
+    "DelayedEvent",
+    "DelayedEventAction",
+    "DelayedEventError",
+    "DelayedEventStatus",
+    "DelayedEventsListError",
+    "DelayedEventsListResponse",
+    "DelayedEventsMixin",
+    "DelayedEventsSupportError",
+    "DelayedEventsSupportResponse",
+    "Dialect",
+    "ErrorKind",
+    "GetDelayedEventError",
+    "GetDelayedEventResponse",
+    "RequestPolicy",
+    "RoomPutStateDelayedError",
+    "RoomPutStateDelayedResponse",
+    "RoomSendDelayedError",
+    "RoomSendDelayedResponse",
+    "UpdateDelayedEventError",
+    "UpdateDelayedEventResponse",
+]

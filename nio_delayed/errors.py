@@ -1,0 +1,179 @@
+"""Classify error answers into one kind a program can branch on (PROTOCOL.md section 4). Pure."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from enum import Enum
+from typing import Any
+
+__all__ = [
+    "ErrorInfo",
+    "ErrorKind",
+    "classify_error",
+    "is_unrecognized",
+    "parse_retry_after_header",
+]
+
+
+class ErrorKind(str, Enum):
+    """What went wrong, in terms a caller can act on."""
+
+    #: No such delayed event: unknown id, already sent or cancelled (Synapse keeps no record).
+    NOT_FOUND = "not_found"
+    #: The action conflicts with how the event was finalised (merged MSC: 409).
+    CONFLICT = "conflict"
+    #: Rate limited or too many scheduled; ``retry_after_ms`` says when to try again, if known.
+    RATE_LIMITED = "rate_limited"
+    #: The delay is above the server's maximum; ``max_delay_ms`` has it, if the server said.
+    DELAY_TOO_LARGE = "delay_too_large"
+    #: The server does not offer delayed events (or this operation). Nothing was sent.
+    UNSUPPORTED = "unsupported"
+    #: Not allowed: not in the room, no power, bad or missing access token.
+    FORBIDDEN = "forbidden"
+    #: The request was refused as invalid, by the server or by our checks before sending.
+    INVALID = "invalid"
+    #: The server failed (5xx) or answered something that is not a valid answer.
+    SERVER_ERROR = "server_error"
+    #: No answer: connection failed, reset, or timed out. The request may or may not have acted.
+    NETWORK = "network"
+    #: The server sent the event at once instead of scheduling it: it ignored the delay.
+    SENT_IMMEDIATELY = "sent_immediately"
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    kind: ErrorKind
+    message: str
+    errcode: str | None = None
+    http_status: int | None = None
+    retry_after_ms: int | None = None
+    max_delay_ms: int | None = None
+
+
+_UNRECOGNIZED = "M_UNRECOGNIZED"
+_TOO_LARGE_CODES = {
+    "ORG.MATRIX.MSC4140_DELAY_TOO_LARGE",  # Synapse >= 1.143
+    "M_DELAY_TOO_LARGE",  # merged MSC drafts
+    "M_MAX_DELAY_EXCEEDED",  # MSC text and, nested, older Synapse
+}
+_UNSUPPORTED_CODES = {"M_MAX_DELAY_UNSUPPORTED"}
+_LEGACY_ERRCODE = "org.matrix.msc4140.errcode"
+_MAX_DELAY_FIELDS = ("max_delay_ms", "max_delay", "org.matrix.msc4140.max_delay")
+# Synapse 1.163 gives its maximum only in the message: "... the allowed maximum (86400000ms)".
+_MAX_IN_MESSAGE = re.compile(r"maximum \((\d+) ?ms\)")
+# Synapse's answer when the feature is configured off: 403 M_FORBIDDEN with this message.
+_DISALLOWED = re.compile(r"delayed events (have been|are) (disallowed|not supported)", re.I)
+
+
+def parse_retry_after_header(value: str | None, now: float | None = None) -> int | None:
+    """``Retry-After`` in milliseconds: delta-seconds or an HTTP date (needs ``now``, Unix s)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return int(value) * 1000
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if now is None or when is None:
+        return None
+    return max(0, int((when.timestamp() - now) * 1000))
+
+
+def _int_field(body: Mapping[str, Any], *names: str) -> int | None:
+    for name in names:
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+    return None
+
+
+def _decode(body: bytes) -> Mapping[str, Any] | None:
+    try:
+        parsed = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return parsed if isinstance(parsed, Mapping) else None
+
+
+def classify_error(
+    status: int,
+    body: bytes,
+    retry_after_header: str | None = None,
+    *,
+    now: float | None = None,
+) -> ErrorInfo:
+    """Turn an HTTP error answer (status >= 400) into an :class:`ErrorInfo`."""
+    parsed = _decode(body)
+    if parsed is None:
+        text = body[:200].decode(errors="replace").strip() or "empty body"
+        # Not from the homeserver itself (a proxy, a load balancer): a bare 404 or 409 must
+        # not read as "the delayed event is gone", which would make a keep-alive re-arm.
+        kind = _kind_from_status(status)
+        if kind in (ErrorKind.NOT_FOUND, ErrorKind.CONFLICT, ErrorKind.INVALID):
+            kind = ErrorKind.SERVER_ERROR
+        return ErrorInfo(
+            kind,
+            f"HTTP {status} with a body that is not a Matrix error: {text}",
+            http_status=status,
+            retry_after_ms=parse_retry_after_header(retry_after_header, now)
+            if kind is ErrorKind.RATE_LIMITED
+            else None,
+        )
+    errcode = parsed.get("errcode") if isinstance(parsed.get("errcode"), str) else None
+    legacy_code = parsed.get(_LEGACY_ERRCODE)
+    message = parsed.get("error") if isinstance(parsed.get("error"), str) else ""
+    message = message or f"HTTP {status} {errcode or 'error'}"
+    codes = {errcode, legacy_code}
+    retry_after_ms = _int_field(parsed, "retry_after_ms")
+    if retry_after_ms is None:
+        retry_after_ms = parse_retry_after_header(retry_after_header, now)
+    max_delay_ms = _int_field(parsed, *_MAX_DELAY_FIELDS)
+    if max_delay_ms is None and (match := _MAX_IN_MESSAGE.search(message)):
+        max_delay_ms = int(match.group(1))
+
+    if status == 429 or errcode == "M_LIMIT_EXCEEDED":
+        kind = ErrorKind.RATE_LIMITED
+    elif codes & _TOO_LARGE_CODES or (status == 403 and max_delay_ms is not None):
+        kind = ErrorKind.DELAY_TOO_LARGE
+    elif (
+        codes & _UNSUPPORTED_CODES
+        or errcode == _UNRECOGNIZED
+        or status == 405
+        or (errcode == "M_FORBIDDEN" and _DISALLOWED.search(message))
+    ):
+        kind = ErrorKind.UNSUPPORTED
+    else:
+        kind = _kind_from_status(status)
+    return ErrorInfo(
+        kind,
+        message,
+        errcode=errcode,
+        http_status=status,
+        retry_after_ms=retry_after_ms if kind is ErrorKind.RATE_LIMITED else None,
+        max_delay_ms=max_delay_ms if kind is ErrorKind.DELAY_TOO_LARGE else None,
+    )
+
+
+def _kind_from_status(status: int) -> ErrorKind:
+    if status == 404:
+        return ErrorKind.NOT_FOUND
+    if status == 409:
+        return ErrorKind.CONFLICT
+    if status == 429:
+        return ErrorKind.RATE_LIMITED
+    if status in (401, 403):
+        return ErrorKind.FORBIDDEN
+    if 400 <= status < 500:
+        return ErrorKind.INVALID
+    return ErrorKind.SERVER_ERROR
+
+
+def is_unrecognized(info: ErrorInfo) -> bool:
+    """The server has no such endpoint (as opposed to: it has it, and refused)."""
+    return info.errcode == _UNRECOGNIZED or info.http_status == 405

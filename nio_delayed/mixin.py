@@ -1,0 +1,505 @@
+"""The delayed-events API for ``nio.AsyncClient``: :class:`DelayedEventsMixin`.
+
+Each method returns a typed ``...Response`` or a ``...Error`` (nio style) and never raises for
+server, network or input problems. Nothing delayed is ever sent to a server that does not
+advertise the feature: such a server would send the event at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+import aiohttp
+from nio.client.async_client import AsyncClient, client_session
+
+from .delay_id import DelayId
+from .errors import ErrorInfo, ErrorKind, classify_error, is_unrecognized
+from .models import DelayedEvent, MalformedAnswer, parse_delayed_event, parse_delayed_events_page
+from .request_builders import (
+    DelayedEventAction,
+    HttpRequest,
+    capabilities_request,
+    list_request,
+    lookup_request,
+    probe_request,
+    schedule_request,
+    update_request,
+    versions_request,
+)
+from .responses import (
+    DelayedEventsListError,
+    DelayedEventsListResponse,
+    DelayedEventsSupportError,
+    DelayedEventsSupportResponse,
+    GetDelayedEventError,
+    GetDelayedEventResponse,
+    RoomPutStateDelayedError,
+    RoomPutStateDelayedResponse,
+    RoomSendDelayedError,
+    RoomSendDelayedResponse,
+    UpdateDelayedEventError,
+    UpdateDelayedEventResponse,
+)
+from .support import (
+    Dialect,
+    Limits,
+    ManagementForm,
+    parse_capabilities,
+    parse_versions,
+    probe_says_unstable_endpoint,
+)
+from .transport import HttpAnswer, NoAnswer, RequestPolicy, send_with_retries
+from .validation import (
+    InvalidInput,
+    check_content,
+    check_delay_id,
+    check_event_type,
+    check_room_id,
+    check_state_key,
+    check_txn_id,
+    delay_to_ms,
+)
+
+__all__ = ["DelayedAsyncClient", "DelayedEventsMixin"]
+
+logger = logging.getLogger("nio_delayed")
+
+# Listing stops after this many pages: a server that never ends its pagination is broken.
+_MAX_PAGES = 1000
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+# nio's own decorator that creates the aiohttp session (proxy, trace config) on first use.
+_with_client_session = cast(Callable[[_F], _F], client_session)
+
+if TYPE_CHECKING:
+    _Base = AsyncClient
+else:
+    _Base = object
+
+
+@dataclass
+class _Negotiated:
+    """What one client learned about its server."""
+
+    support: DelayedEventsSupportResponse | None = None
+    management_form: ManagementForm = ManagementForm.PATH
+    lookup_supported: bool = True
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class DelayedEventsMixin(_Base):
+    """Delayed events (MSC4140) for an ``AsyncClient``. Put it first in the bases::
+
+        class MyClient(DelayedEventsMixin, AsyncClient): ...
+
+    ``delayed_events_policy`` bounds every call (time-out per attempt, attempts, longest
+    server-requested wait); each method also takes ``policy=`` for one call.
+    """
+
+    delayed_events_policy: RequestPolicy = RequestPolicy()
+
+    # -- support -------------------------------------------------------------------------
+
+    async def delayed_events_support(
+        self, refresh: bool = False
+    ) -> DelayedEventsSupportResponse | DelayedEventsSupportError:
+        """Whether and how the server supports delayed events; cached per client.
+
+        ``refresh=True`` asks the server again (after a server upgrade, say).
+        """
+        state = self._negotiated
+        async with state.lock:
+            if state.support is not None and not refresh:
+                return state.support
+            result = await self._negotiate()
+            if isinstance(result, DelayedEventsSupportResponse):
+                state.support = result
+                state.management_form = ManagementForm.PATH
+                state.lookup_supported = True
+                logger.info(
+                    "delayed events on %s: %s",
+                    self.homeserver,
+                    f"dialect {result.dialect.value}, max delay {result.max_delay_ms} ms, "
+                    f"max scheduled {result.max_scheduled}"
+                    if result.dialect
+                    else f"unsupported ({result.reason})",
+                )
+            return result
+
+    async def _negotiate(self) -> DelayedEventsSupportResponse | DelayedEventsSupportError:
+        versions = await self._delayed_call(versions_request())
+        if isinstance(versions, ErrorInfo):
+            return DelayedEventsSupportError.from_info(versions)
+        advertised = parse_versions(versions)
+        limits, stable_capability = Limits(present=False), False
+        capabilities = await self._delayed_call(capabilities_request())
+        if isinstance(capabilities, ErrorInfo):
+            if _transient(capabilities):
+                return DelayedEventsSupportError.from_info(capabilities)
+        else:
+            limits, stable_capability = parse_capabilities(capabilities)
+
+        def unsupported(reason: str) -> DelayedEventsSupportResponse:
+            return DelayedEventsSupportResponse(supported=False, reason=reason)
+
+        if limits.disabled:
+            return unsupported("the server has delayed events turned off (max_delay_ms is 0)")
+        if advertised.stable or stable_capability:
+            dialect = Dialect.STABLE
+        elif advertised.unstable:
+            probe = await self._delayed_call(probe_request(f"nio-delayed-probe-{uuid.uuid4()}"))
+            if isinstance(probe, ErrorInfo) and _transient(probe):
+                return DelayedEventsSupportError.from_info(probe)
+            status, errcode = (
+                (probe.http_status or 0, probe.errcode)
+                if isinstance(probe, ErrorInfo)
+                else (200, None)
+            )
+            dialect = (
+                Dialect.UNSTABLE
+                if probe_says_unstable_endpoint(status, errcode)
+                else Dialect.LEGACY
+            )
+        else:
+            return unsupported("the server does not advertise delayed events (MSC4140)")
+        return DelayedEventsSupportResponse(
+            supported=True,
+            dialect=dialect,
+            max_delay_ms=limits.max_delay_ms,
+            max_scheduled=limits.max_scheduled,
+        )
+
+    # -- scheduling ----------------------------------------------------------------------
+
+    async def room_send_delayed(
+        self,
+        room_id: str,
+        event_type: str,
+        content: Mapping[str, Any],
+        delay: timedelta | int,
+        tx_id: str | None = None,
+        *,
+        policy: RequestPolicy | None = None,
+    ) -> RoomSendDelayedResponse | RoomSendDelayedError:
+        """Schedule a message event to be sent after ``delay`` (a timedelta or milliseconds).
+
+        ``tx_id`` makes a retry safe: the same ``tx_id`` gives back the same ``delay_id``.
+        """
+        try:
+            room_id = check_room_id(room_id)
+            event_type = check_event_type(event_type)
+            checked = check_content(content)
+            tx_id = check_txn_id(tx_id) if tx_id is not None else str(uuid.uuid4())
+            delay_ms = delay_to_ms(delay)
+        except InvalidInput as exc:
+            return RoomSendDelayedError.local(ErrorKind.INVALID, str(exc))
+        room = self.rooms.get(room_id)
+        if room is not None and room.encrypted:
+            return RoomSendDelayedError.local(
+                ErrorKind.UNSUPPORTED,
+                f"{room_id} is encrypted and delayed messages cannot be encrypted yet; "
+                "nothing was sent (no plaintext into an encrypted room)",
+            )
+        result = await self._schedule(room_id, event_type, checked, delay_ms, tx_id, None, policy)
+        if isinstance(result, ErrorInfo):
+            return RoomSendDelayedError.from_info(result)
+        return RoomSendDelayedResponse(result, room_id, event_type, delay_ms, tx_id=tx_id)
+
+    async def room_put_state_delayed(
+        self,
+        room_id: str,
+        event_type: str,
+        content: Mapping[str, Any],
+        delay: timedelta | int,
+        state_key: str = "",
+        *,
+        policy: RequestPolicy | None = None,
+    ) -> RoomPutStateDelayedResponse | RoomPutStateDelayedError:
+        """Schedule a state event to be set after ``delay`` (a timedelta or milliseconds)."""
+        try:
+            room_id = check_room_id(room_id)
+            event_type = check_event_type(event_type)
+            state_key = check_state_key(state_key)
+            checked = check_content(content)
+            delay_ms = delay_to_ms(delay)
+        except InvalidInput as exc:
+            return RoomPutStateDelayedError.local(ErrorKind.INVALID, str(exc))
+        txn_id = str(uuid.uuid4())
+        result = await self._schedule(
+            room_id, event_type, checked, delay_ms, txn_id, state_key, policy
+        )
+        if isinstance(result, ErrorInfo):
+            return RoomPutStateDelayedError.from_info(result)
+        return RoomPutStateDelayedResponse(
+            result, room_id, event_type, delay_ms, state_key=state_key
+        )
+
+    async def _schedule(
+        self,
+        room_id: str,
+        event_type: str,
+        content: dict[str, Any],
+        delay_ms: int,
+        txn_id: str,
+        state_key: str | None,
+        policy: RequestPolicy | None,
+    ) -> DelayId | ErrorInfo:
+        support = await self._require_support()
+        if isinstance(support, ErrorInfo):
+            return support
+        assert support.dialect is not None
+        if support.max_delay_ms is not None and delay_ms > support.max_delay_ms:
+            return ErrorInfo(
+                ErrorKind.DELAY_TOO_LARGE,
+                f"a delay of {delay_ms} ms is above the server's maximum of "
+                f"{support.max_delay_ms} ms; nothing was sent",
+                max_delay_ms=support.max_delay_ms,
+            )
+        request = schedule_request(
+            support.dialect,
+            room_id,
+            event_type,
+            content,
+            delay_ms,
+            txn_id=txn_id,
+            state_key=state_key,
+        )
+        body = await self._delayed_call(request, policy)
+        if isinstance(body, ErrorInfo):
+            if body.kind is ErrorKind.DELAY_TOO_LARGE and body.max_delay_ms is not None:
+                # Older servers publish their maximum only here: remember it.
+                self._negotiated.support = replace(support, max_delay_ms=body.max_delay_ms)
+            return body
+        delay_id = body.get("delay_id")
+        if isinstance(delay_id, str) and delay_id:
+            return DelayId(delay_id)
+        if "event_id" in body:
+            return ErrorInfo(
+                ErrorKind.SENT_IMMEDIATELY,
+                "the server sent the event at once instead of scheduling it (it ignored the "
+                f"delay); event_id {body.get('event_id')!r}",
+                http_status=200,
+            )
+        return ErrorInfo(
+            ErrorKind.SERVER_ERROR, "the server's answer has no delay_id", http_status=200
+        )
+
+    # -- management ----------------------------------------------------------------------
+
+    async def restart_delayed_event(
+        self, delay_id: str, *, policy: RequestPolicy | None = None
+    ) -> UpdateDelayedEventResponse | UpdateDelayedEventError:
+        """Restart the timer: the server now sends it one full delay from now."""
+        return await self._update_delayed_event(delay_id, DelayedEventAction.RESTART, policy)
+
+    async def cancel_delayed_event(
+        self, delay_id: str, *, policy: RequestPolicy | None = None
+    ) -> UpdateDelayedEventResponse | UpdateDelayedEventError:
+        """Cancel it: it is never sent."""
+        return await self._update_delayed_event(delay_id, DelayedEventAction.CANCEL, policy)
+
+    async def send_delayed_event_now(
+        self, delay_id: str, *, policy: RequestPolicy | None = None
+    ) -> UpdateDelayedEventResponse | UpdateDelayedEventError:
+        """Send it now instead of at the end of its delay."""
+        return await self._update_delayed_event(delay_id, DelayedEventAction.SEND, policy)
+
+    async def _update_delayed_event(
+        self, delay_id: str, action: DelayedEventAction, policy: RequestPolicy | None
+    ) -> UpdateDelayedEventResponse | UpdateDelayedEventError:
+        try:
+            delay_id = check_delay_id(delay_id)
+        except InvalidInput as exc:
+            return UpdateDelayedEventError.local(ErrorKind.INVALID, str(exc))
+        support = await self._require_support()
+        if isinstance(support, ErrorInfo):
+            return UpdateDelayedEventError.from_info(support)
+        assert support.dialect is not None
+        state = self._negotiated
+        form = state.management_form
+        body = await self._delayed_call(
+            update_request(support.dialect, delay_id, action, form), policy
+        )
+        if (
+            isinstance(body, ErrorInfo)
+            and form is ManagementForm.PATH
+            and support.dialect is not Dialect.STABLE
+            and is_unrecognized(body)
+        ):
+            # Older servers know only the body form; remember it for this client.
+            state.management_form = ManagementForm.BODY
+            body = await self._delayed_call(
+                update_request(support.dialect, delay_id, action, ManagementForm.BODY), policy
+            )
+        if isinstance(body, ErrorInfo):
+            return UpdateDelayedEventError.from_info(body)
+        return UpdateDelayedEventResponse(DelayId(delay_id), action)
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def get_delayed_event(
+        self, delay_id: str, *, policy: RequestPolicy | None = None
+    ) -> GetDelayedEventResponse | GetDelayedEventError:
+        """One of the user's delayed events. On servers without the single lookup, it is found
+        in the listing. Synapse forgets sent and cancelled events: those answer ``NOT_FOUND``.
+        """
+        try:
+            delay_id = check_delay_id(delay_id)
+        except InvalidInput as exc:
+            return GetDelayedEventError.local(ErrorKind.INVALID, str(exc))
+        support = await self._require_support()
+        if isinstance(support, ErrorInfo):
+            return GetDelayedEventError.from_info(support)
+        assert support.dialect is not None
+        state = self._negotiated
+        if state.lookup_supported:
+            body = await self._delayed_call(lookup_request(support.dialect, delay_id), policy)
+            if not (isinstance(body, ErrorInfo) and is_unrecognized(body)):
+                if isinstance(body, ErrorInfo):
+                    return GetDelayedEventError.from_info(body)
+                try:
+                    return GetDelayedEventResponse(parse_delayed_event(body))
+                except MalformedAnswer as exc:
+                    return GetDelayedEventError.local(
+                        ErrorKind.SERVER_ERROR, f"malformed delayed event: {exc}"
+                    )
+            state.lookup_supported = False
+        events = await self._list_delayed_events(support.dialect, policy)
+        if isinstance(events, ErrorInfo):
+            return GetDelayedEventError.from_info(events)
+        for event in events:
+            if event.delay_id == delay_id:
+                return GetDelayedEventResponse(event)
+        return GetDelayedEventError.local(
+            ErrorKind.NOT_FOUND,
+            "no delayed event with that delay_id (unknown, or already sent or cancelled)",
+        )
+
+    async def delayed_events(
+        self, *, policy: RequestPolicy | None = None
+    ) -> DelayedEventsListResponse | DelayedEventsListError:
+        """All of the user's delayed events the server knows, following every page."""
+        support = await self._require_support()
+        if isinstance(support, ErrorInfo):
+            return DelayedEventsListError.from_info(support)
+        assert support.dialect is not None
+        events = await self._list_delayed_events(support.dialect, policy)
+        if isinstance(events, ErrorInfo):
+            return DelayedEventsListError.from_info(events)
+        return DelayedEventsListResponse(events)
+
+    async def _list_delayed_events(
+        self, dialect: Dialect, policy: RequestPolicy | None
+    ) -> list[DelayedEvent] | ErrorInfo:
+        events: list[DelayedEvent] = []
+        token: str | None = None
+        seen: set[str] = set()
+        for _ in range(_MAX_PAGES):
+            body = await self._delayed_call(list_request(dialect, token), policy)
+            if isinstance(body, ErrorInfo):
+                return body
+            try:
+                page, token = parse_delayed_events_page(body)
+            except MalformedAnswer as exc:
+                return ErrorInfo(
+                    ErrorKind.SERVER_ERROR, f"malformed listing: {exc}", http_status=200
+                )
+            events.extend(page)
+            if token is None:
+                return events
+            if token in seen:
+                return ErrorInfo(ErrorKind.SERVER_ERROR, "the listing repeats a pagination token")
+            seen.add(token)
+        return ErrorInfo(
+            ErrorKind.SERVER_ERROR, f"the listing did not end after {_MAX_PAGES} pages"
+        )
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    @property
+    def _negotiated(self) -> _Negotiated:
+        # Created on first use, so the mixin needs no __init__ of its own.
+        state = self.__dict__.get("_nio_delayed_negotiated")
+        if state is None:
+            state = self.__dict__["_nio_delayed_negotiated"] = _Negotiated()
+        return cast(_Negotiated, state)
+
+    async def _require_support(self) -> DelayedEventsSupportResponse | ErrorInfo:
+        support = await self.delayed_events_support()
+        if isinstance(support, DelayedEventsSupportError):
+            return ErrorInfo(
+                support.kind,
+                f"could not learn whether the server supports delayed events: {support.message}",
+                support.status_code,
+                support.http_status,
+                support.retry_after_ms,
+            )
+        if not support.supported:
+            return ErrorInfo(ErrorKind.UNSUPPORTED, f"nothing was sent: {support.reason}")
+        return support
+
+    async def _delayed_call(
+        self, request: HttpRequest, policy: RequestPolicy | None = None
+    ) -> dict[str, Any] | ErrorInfo:
+        """Send ``request``; the JSON object it answered, or what went wrong."""
+        outcome = await send_with_retries(
+            self._delayed_http, request, policy or self.delayed_events_policy
+        )
+        if isinstance(outcome, NoAnswer):
+            return ErrorInfo(ErrorKind.NETWORK, outcome.message)
+        if not 200 <= outcome.status < 300:
+            return classify_error(
+                outcome.status, outcome.body, outcome.retry_after, now=time.time()
+            )
+        body = outcome.json()
+        if not isinstance(body, dict):
+            return ErrorInfo(
+                ErrorKind.SERVER_ERROR,
+                f"HTTP {outcome.status} with a body that is not a JSON object",
+                http_status=outcome.status,
+            )
+        return body
+
+    @_with_client_session
+    async def _delayed_http(self, request: HttpRequest, timeout: float) -> HttpAnswer:
+        headers = {"Content-Type": "application/json"}
+        # Management calls work without a token on Synapse, but with one the rate limit is per
+        # user rather than per IP, and lookups need it anyway.
+        if self.access_token:
+            headers["Authorization"] = f"Bearer {self.access_token}"
+        if self.config.custom_headers:
+            headers.update(self.config.custom_headers)
+        assert self.client_session is not None
+        async with self.client_session.request(
+            request.method,
+            self.homeserver + request.path,
+            data=_json_bytes(request.body),
+            headers=headers,
+            # nio's None means "default": verify certificates.
+            ssl=True if self.ssl is None else self.ssl,
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        ) as response:
+            return HttpAnswer(
+                response.status, await response.read(), response.headers.get("Retry-After")
+            )
+
+
+def _json_bytes(body: dict[str, Any] | None) -> bytes | None:
+    return None if body is None else json.dumps(body, separators=(",", ":")).encode()
+
+
+def _transient(info: ErrorInfo) -> bool:
+    """No answer, or a server failure: ask again later rather than conclude anything."""
+    return info.kind is ErrorKind.NETWORK or (info.http_status or 0) >= 500
+
+
+class DelayedAsyncClient(DelayedEventsMixin, AsyncClient):
+    """``nio.AsyncClient`` with delayed events."""

@@ -1,0 +1,147 @@
+"""Build the HTTP requests of each dialect (PROTOCOL.md section 1). Pure: no I/O, no checks.
+
+Arguments are assumed valid (see ``validation``); every path segment is percent-encoded here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from .delay_id import shorten
+from .support import Dialect, ManagementForm
+
+__all__ = [
+    "DelayedEventAction",
+    "HttpRequest",
+    "capabilities_request",
+    "list_request",
+    "lookup_request",
+    "probe_request",
+    "schedule_request",
+    "update_request",
+    "versions_request",
+]
+
+UNSTABLE_PREFIX = "/_matrix/client/unstable/org.matrix.msc4140"
+LEGACY_DELAY_PARAM = "org.matrix.msc4140.delay"
+
+
+class DelayedEventAction(str, Enum):
+    RESTART = "restart"
+    CANCEL = "cancel"
+    SEND = "send"
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """One request to the homeserver.
+
+    ``idempotent`` says whether sending it twice has the effect of sending it once, so that a
+    retry after an unanswered attempt is safe. ``log_path`` is the path with secrets shortened.
+    """
+
+    method: str
+    path: str
+    body: dict[str, Any] | None = None
+    idempotent: bool = True
+    log_path: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.log_path:
+            object.__setattr__(self, "log_path", self.path)
+
+
+def _seg(value: str) -> str:
+    return quote(value, safe="")
+
+
+def versions_request() -> HttpRequest:
+    return HttpRequest("GET", "/_matrix/client/versions")
+
+
+def capabilities_request() -> HttpRequest:
+    return HttpRequest("GET", "/_matrix/client/v3/capabilities")
+
+
+def _scheduling_prefix(dialect: Dialect) -> str:
+    return "/_matrix/client/v3" if dialect is Dialect.STABLE else UNSTABLE_PREFIX
+
+
+def _management_prefix(dialect: Dialect) -> str:
+    return "/_matrix/client/v1" if dialect is Dialect.STABLE else UNSTABLE_PREFIX
+
+
+def schedule_request(
+    dialect: Dialect,
+    room_id: str,
+    event_type: str,
+    content: dict[str, Any],
+    delay_ms: int,
+    *,
+    txn_id: str,
+    state_key: str | None = None,
+) -> HttpRequest:
+    """Schedule a message (``state_key=None``) or a state event."""
+    room, etype = _seg(room_id), _seg(event_type)
+    if dialect is Dialect.LEGACY:
+        query = urlencode({LEGACY_DELAY_PARAM: delay_ms})
+        if state_key is None:
+            path = f"/_matrix/client/v3/rooms/{room}/send/{etype}/{_seg(txn_id)}?{query}"
+            return HttpRequest("PUT", path, content)
+        # /state has no transaction id: a second attempt would schedule a second event.
+        path = f"/_matrix/client/v3/rooms/{room}/state/{etype}/{_seg(state_key)}?{query}"
+        return HttpRequest("PUT", path, content, idempotent=False)
+    # MSC revisions name the delay "delay" (MSC text) or "delay_ms" (later drafts); servers
+    # ignore unknown keys, so both carry the same value.
+    body: dict[str, Any] = {"delay": delay_ms, "delay_ms": delay_ms, "content": content}
+    if state_key is not None:
+        body["state_key"] = state_key
+    path = f"{_scheduling_prefix(dialect)}/rooms/{room}/delayed_event/{etype}/{_seg(txn_id)}"
+    return HttpRequest("PUT", path, body)
+
+
+def probe_request(txn_id: str) -> HttpRequest:
+    """The merged MSC's unstable scheduling endpoint, with a body no server can act on."""
+    path = (
+        f"{UNSTABLE_PREFIX}/rooms/{_seg('!nio-delayed-probe:invalid')}"
+        f"/delayed_event/m.room.message/{_seg(txn_id)}"
+    )
+    return HttpRequest("PUT", path, {})
+
+
+def update_request(
+    dialect: Dialect, delay_id: str, action: DelayedEventAction, form: ManagementForm
+) -> HttpRequest:
+    """Restart, cancel or send now. Only the restart is idempotent on every server."""
+    base = f"{_management_prefix(dialect)}/delayed_events/"
+    idempotent = action is DelayedEventAction.RESTART
+    if form is ManagementForm.PATH:
+        return HttpRequest(
+            "POST",
+            f"{base}{_seg(delay_id)}/{action.value}",
+            {},
+            idempotent,
+            f"{base}{shorten(delay_id)}/{action.value}",
+        )
+    return HttpRequest(
+        "POST",
+        f"{base}{_seg(delay_id)}",
+        {"action": action.value},
+        idempotent,
+        f"{base}{shorten(delay_id)}",
+    )
+
+
+def lookup_request(dialect: Dialect, delay_id: str) -> HttpRequest:
+    base = f"{_management_prefix(dialect)}/delayed_events/"
+    return HttpRequest("GET", f"{base}{_seg(delay_id)}", log_path=f"{base}{shorten(delay_id)}")
+
+
+def list_request(dialect: Dialect, from_token: str | None = None) -> HttpRequest:
+    path = f"{_management_prefix(dialect)}/delayed_events"
+    if from_token is not None:
+        path += "?" + urlencode({"from": from_token})
+    return HttpRequest("GET", path)

@@ -1,0 +1,161 @@
+"""nio-style results: a typed ``...Response`` on success, a ``...Error`` (an nio ``ErrorResponse``)
+otherwise. As in nio, ``status_code`` on an error is the Matrix ``errcode``; the HTTP status is
+``http_status``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from nio.responses import ErrorResponse, Response
+
+from .delay_id import DelayId
+from .errors import ErrorInfo, ErrorKind
+from .models import DelayedEvent, DelayedEventStatus
+from .request_builders import DelayedEventAction
+from .support import Dialect
+
+__all__ = [
+    "DelayedEventError",
+    "DelayedEventsListError",
+    "DelayedEventsListResponse",
+    "DelayedEventsSupportError",
+    "DelayedEventsSupportResponse",
+    "GetDelayedEventError",
+    "GetDelayedEventResponse",
+    "RoomPutStateDelayedError",
+    "RoomPutStateDelayedResponse",
+    "RoomSendDelayedError",
+    "RoomSendDelayedResponse",
+    "UpdateDelayedEventError",
+    "UpdateDelayedEventResponse",
+]
+
+_E = TypeVar("_E", bound="DelayedEventError")
+
+
+@dataclass
+class DelayedEventError(ErrorResponse):
+    """Base of every error from this library. Branch on ``kind``."""
+
+    kind: ErrorKind = ErrorKind.SERVER_ERROR
+    http_status: int | None = None
+    max_delay_ms: int | None = None
+
+    @property
+    def errcode(self) -> str | None:
+        return self.status_code
+
+    @classmethod
+    def from_info(cls: type[_E], info: ErrorInfo) -> _E:
+        return cls(
+            info.message,
+            info.errcode,
+            info.retry_after_ms,
+            kind=info.kind,
+            http_status=info.http_status,
+            max_delay_ms=info.max_delay_ms,
+        )
+
+    @classmethod
+    def local(cls: type[_E], kind: ErrorKind, message: str) -> _E:
+        """An error found before (or instead of) sending anything."""
+        return cls(message, kind=kind)
+
+    def __str__(self) -> str:
+        where = " ".join(
+            part for part in (str(self.http_status or ""), self.status_code or "") if part
+        )
+        text = f"{type(self).__name__} [{self.kind.value}]"
+        if where:
+            text += f" {where}"
+        text += f": {self.message}"
+        if self.retry_after_ms is not None:
+            text += f" (retry after {self.retry_after_ms} ms)"
+        if self.max_delay_ms is not None:
+            text += f" (server maximum {self.max_delay_ms} ms)"
+        return text
+
+
+class DelayedEventsSupportError(DelayedEventError):
+    """The server's support could not be determined (it did not answer, or answered nonsense)."""
+
+
+class RoomSendDelayedError(DelayedEventError):
+    pass
+
+
+class RoomPutStateDelayedError(DelayedEventError):
+    pass
+
+
+class UpdateDelayedEventError(DelayedEventError):
+    """A restart, cancel or send-now failed."""
+
+
+class GetDelayedEventError(DelayedEventError):
+    pass
+
+
+class DelayedEventsListError(DelayedEventError):
+    pass
+
+
+@dataclass
+class DelayedEventsSupportResponse(Response):
+    """What the server offers. When ``supported`` is False, ``reason`` says why."""
+
+    supported: bool
+    dialect: Dialect | None = None
+    max_delay_ms: int | None = None
+    max_scheduled: int | None = None
+    reason: str = ""
+
+
+@dataclass
+class _ScheduledResponse(Response):
+    delay_id: DelayId
+    room_id: str
+    event_type: str
+    delay_ms: int
+
+
+@dataclass
+class RoomSendDelayedResponse(_ScheduledResponse):
+    """A delayed message was scheduled. Keep ``delay_id`` secret: it controls the event."""
+
+    tx_id: str = ""
+
+
+@dataclass
+class RoomPutStateDelayedResponse(_ScheduledResponse):
+    """A delayed state event was scheduled. Keep ``delay_id`` secret: it controls the event."""
+
+    state_key: str = ""
+
+
+@dataclass
+class UpdateDelayedEventResponse(Response):
+    delay_id: DelayId
+    action: DelayedEventAction
+
+
+@dataclass
+class GetDelayedEventResponse(Response):
+    delayed_event: DelayedEvent
+
+
+@dataclass
+class DelayedEventsListResponse(Response):
+    """All of the user's delayed events the server still knows (every page, in server order)."""
+
+    delayed_events: list[DelayedEvent] = field(default_factory=list)
+
+    @property
+    def scheduled(self) -> list[DelayedEvent]:
+        return [e for e in self.delayed_events if e.status is DelayedEventStatus.SCHEDULED]
+
+    @property
+    def finalised(self) -> list[DelayedEvent]:
+        return [e for e in self.delayed_events if e.status is not DelayedEventStatus.SCHEDULED]

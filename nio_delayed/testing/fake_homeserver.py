@@ -1,0 +1,470 @@
+"""A fake homeserver that speaks the merged MSC4140 text (dialects B and C), for tests.
+
+No installable server speaks these dialects yet, so tests of them run against this fake. It
+follows the MSC text: ``PUT .../delayed_event/{type}/{txnId}`` with ``delay``, unauthenticated
+``POST .../delayed_events/{id}/{action}``, lookup and paginated listing with finalised events
+kept, 409 for an action that conflicts with the outcome, 200 for one that repeats it. Like a
+server without the feature, its plain ``/send`` and ``/state`` ignore the legacy delay parameter
+and send at once, so a test can prove a client never relied on it.
+
+It records every request and can inject faults (status codes, latency, dropped connections)::
+
+    async with FakeHomeserver() as server:
+        token = server.add_user("@bot:fake")
+        server.inject(Fault(path_contains="/restart", status=503, times=2))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+
+__all__ = ["FakeHomeserver", "Fault", "RecordedRequest"]
+
+UNSTABLE = "/_matrix/client/unstable/org.matrix.msc4140"
+_PAGE_SIZE = 10
+
+
+@dataclass
+class Fault:
+    """Make matching requests fail. ``times`` counts down; ``None`` means for ever.
+
+    ``latency`` (seconds) is waited first; then ``drop`` closes the connection without an
+    answer, or ``status``/``body``/``headers`` answer instead of the real handler. With neither,
+    the request is only delayed.
+    """
+
+    path_contains: str = ""
+    method: str | None = None
+    status: int | None = None
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    latency: float = 0.0
+    drop: bool = False
+    times: int | None = 1
+
+    def matches(self, request: web.Request) -> bool:
+        if self.times is not None and self.times <= 0:
+            return False
+        if self.method is not None and request.method != self.method:
+            return False
+        return self.path_contains in request.path_qs
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str  # decoded path with the raw query string
+    body: Any
+    authenticated: bool
+
+
+@dataclass
+class _Delayed:
+    delay_id: str
+    owner: str
+    room_id: str
+    type: str
+    state_key: str | None
+    content: dict[str, Any]
+    delay: int
+    running_since: int
+    timer: asyncio.TimerHandle | None = None
+    outcome: str | None = None  # "send" or "cancel"
+    event_id: str | None = None
+    error: dict[str, str] | None = None
+    finalised_ts: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        obj: dict[str, Any] = {
+            "delay_id": self.delay_id,
+            "room_id": self.room_id,
+            "type": self.type,
+            "delay": self.delay,
+            "running_since": self.running_since,
+            "content": self.content,
+        }
+        if self.state_key is not None:
+            obj["state_key"] = self.state_key
+        for name in ("event_id", "error"):
+            if getattr(self, name) is not None:
+                obj[name] = getattr(self, name)
+        if self.finalised_ts is not None:
+            obj["origin_server_ts"] = self.finalised_ts
+        return obj
+
+
+def _error(
+    status: int,
+    errcode: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> web.Response:
+    return web.json_response(
+        {"errcode": errcode, "error": message, **extra}, status=status, headers=headers
+    )
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class FakeHomeserver:
+    """An aiohttp homeserver on 127.0.0.1 with delayed events per the merged MSC.
+
+    ``stable``/``unstable``: which prefixes it serves and advertises. ``delayed_events=False``
+    makes a server without the feature. ``max_delay_ms``/``max_scheduled``: its limits.
+    """
+
+    def __init__(
+        self,
+        *,
+        stable: bool = True,
+        unstable: bool = True,
+        delayed_events: bool = True,
+        max_delay_ms: int | None = 86_400_000,
+        max_scheduled: int | None = 100,
+    ) -> None:
+        self.stable = stable and delayed_events
+        self.unstable = unstable and delayed_events
+        self.max_delay_ms = max_delay_ms
+        self.max_scheduled = max_scheduled
+        self.requests: list[RecordedRequest] = []
+        #: Events that reached a room: ``{"room_id", "type", "content", "event_id", ...}``.
+        self.room_events: list[dict[str, Any]] = []
+        self.faults: list[Fault] = []
+        self._users: dict[str, str] = {}  # token -> user id
+        self._delayed: dict[str, _Delayed] = {}
+        self._txns: dict[tuple[str, str], str] = {}
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def add_user(self, user_id: str) -> str:
+        """Register ``user_id``; returns its access token."""
+        token = secrets.token_urlsafe(16)
+        self._users[token] = user_id
+        return token
+
+    def inject(self, fault: Fault) -> Fault:
+        self.faults.append(fault)
+        return fault
+
+    def scheduled(self) -> list[dict[str, Any]]:
+        """The delayed events still scheduled, as the lookup endpoint shows them."""
+        return [d.as_json() for d in self._delayed.values() if d.outcome is None]
+
+    def requests_to(self, path_contains: str) -> list[RecordedRequest]:
+        return [r for r in self.requests if path_contains in r.path]
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> FakeHomeserver:
+        app = web.Application(middlewares=[self._record_and_inject])
+        self._add_routes(app)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        await web.SockSite(self._runner, sock).start()
+        return self
+
+    async def close(self) -> None:
+        for delayed in self._delayed.values():
+            if delayed.timer is not None:
+                delayed.timer.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeHomeserver:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/_matrix/client/versions", self._versions)
+        app.router.add_get("/_matrix/client/v3/capabilities", self._capabilities)
+        app.router.add_put("/_matrix/client/v3/rooms/{room}/send/{type}/{txn}", self._send)
+        app.router.add_put("/_matrix/client/v3/rooms/{room}/state/{type}/{key:.*}", self._state)
+        prefixes = []
+        if self.stable:
+            prefixes.append(("/_matrix/client/v3", "/_matrix/client/v1"))
+        if self.unstable:
+            prefixes.append((UNSTABLE, UNSTABLE))
+        for schedule, manage in prefixes:
+            app.router.add_put(
+                f"{schedule}/rooms/{{room}}/delayed_event/{{type}}/{{txn}}", self._schedule
+            )
+            app.router.add_post(f"{manage}/delayed_events/{{id}}/{{action}}", self._update)
+            app.router.add_get(f"{manage}/delayed_events/{{id}}", self._lookup)
+            app.router.add_get(f"{manage}/delayed_events", self._list)
+
+    @web.middleware
+    async def _record_and_inject(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        body: Any = None
+        if request.can_read_body:
+            try:
+                body = await request.json()
+            except ValueError:
+                body = await request.text()
+        self.requests.append(
+            RecordedRequest(
+                request.method,
+                request.path_qs,
+                body,
+                request.headers.get("Authorization") is not None,
+            )
+        )
+        fault = next((f for f in self.faults if f.matches(request)), None)
+        if fault is not None:
+            if fault.times is not None:
+                fault.times -= 1
+            if fault.latency:
+                await asyncio.sleep(fault.latency)
+            if fault.drop:
+                assert request.transport is not None
+                request.transport.close()
+                raise asyncio.CancelledError  # aiohttp drops a cancelled handler's answer
+            if fault.status is not None:
+                body_text = fault.body if isinstance(fault.body, str) else None
+                if body_text is not None:
+                    return web.Response(status=fault.status, text=body_text, headers=fault.headers)
+                return web.json_response(
+                    fault.body or {}, status=fault.status, headers=fault.headers
+                )
+        try:
+            return await handler(request)
+        except web.HTTPMethodNotAllowed:
+            return _error(405, "M_UNRECOGNIZED", "Unrecognized request")
+        except web.HTTPNotFound:
+            return _error(404, "M_UNRECOGNIZED", "Unrecognized request")
+
+    def _user(self, request: web.Request) -> str | None:
+        auth = request.headers.get("Authorization", "")
+        return self._users.get(auth.removeprefix("Bearer ")) if auth.startswith("Bearer ") else None
+
+    # -- handlers --------------------------------------------------------------------------
+
+    async def _versions(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "versions": ["v1.11", "v1.12"],
+                "unstable_features": {
+                    "org.matrix.msc4140": self.unstable,
+                    "org.matrix.msc4140.stable": self.stable,
+                },
+            }
+        )
+
+    async def _capabilities(self, request: web.Request) -> web.Response:
+        if self._user(request) is None:
+            return _error(401, "M_MISSING_TOKEN", "Missing access token")
+        limits = {
+            k: v
+            for k, v in (("max_delay_ms", self.max_delay_ms), ("max_scheduled", self.max_scheduled))
+            if v is not None
+        }
+        capabilities: dict[str, Any] = {}
+        if self.stable:
+            capabilities["m.delayed_events"] = limits
+        if self.unstable:
+            capabilities["org.matrix.msc4140.delayed_events"] = limits
+        return web.json_response({"capabilities": capabilities})
+
+    async def _send(self, request: web.Request) -> web.Response:
+        # A server without the feature ignores ?org.matrix.msc4140.delay and sends at once.
+        return await self._send_now(request, state_key=None)
+
+    async def _state(self, request: web.Request) -> web.Response:
+        return await self._send_now(request, state_key=request.match_info["key"])
+
+    async def _send_now(self, request: web.Request, state_key: str | None) -> web.Response:
+        user = self._user(request)
+        if user is None:
+            return _error(401, "M_MISSING_TOKEN", "Missing access token")
+        content = await request.json()
+        event_id = self._emit(
+            user, request.match_info["room"], request.match_info["type"], state_key, content
+        )
+        return web.json_response({"event_id": event_id})
+
+    def _emit(
+        self,
+        sender: str,
+        room_id: str,
+        event_type: str,
+        state_key: str | None,
+        content: dict[str, Any],
+        delay_id: str | None = None,
+    ) -> str:
+        event_id = "$" + secrets.token_urlsafe(12)
+        event: dict[str, Any] = {
+            "event_id": event_id,
+            "room_id": room_id,
+            "sender": sender,
+            "type": event_type,
+            "content": content,
+            "origin_server_ts": _now_ms(),
+        }
+        if state_key is not None:
+            event["state_key"] = state_key
+        if delay_id is not None:
+            event["unsigned"] = {"org.matrix.msc4140.delay_id": delay_id}
+        self.room_events.append(event)
+        return event_id
+
+    async def _schedule(self, request: web.Request) -> web.Response:
+        user = self._user(request)
+        if user is None:
+            return _error(401, "M_MISSING_TOKEN", "Missing access token")
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, "M_NOT_JSON", "Content not JSON.")
+        if not isinstance(body, dict):
+            return _error(400, "M_BAD_JSON", "Body must be a JSON object")
+        delay = body.get("delay", body.get("delay_ms"))
+        if isinstance(delay, bool) or not isinstance(delay, int) or delay <= 0:
+            return _error(400, "M_INVALID_PARAM", "delay must be a positive integer")
+        content, state_key = body.get("content"), body.get("state_key")
+        if not isinstance(content, dict):
+            return _error(400, "M_BAD_JSON", "content must be a JSON object")
+        if state_key is not None and not isinstance(state_key, str):
+            return _error(400, "M_BAD_JSON", "state_key must be a string")
+        if self.max_delay_ms is not None and delay > self.max_delay_ms:
+            return _error(
+                400,
+                "M_MAX_DELAY_EXCEEDED",
+                "The requested delay exceeds the allowed maximum.",
+                max_delay=self.max_delay_ms,
+            )
+        txn_key = (user, request.match_info["txn"])
+        if txn_key in self._txns:
+            return web.json_response({"delay_id": self._txns[txn_key]})
+        mine = [d for d in self._delayed.values() if d.owner == user and d.outcome is None]
+        if self.max_scheduled is not None and len(mine) >= self.max_scheduled:
+            next_due = min(d.running_since + d.delay for d in mine)
+            wait_s = max(1, math.ceil((next_due - _now_ms()) / 1000))
+            # MSC: Retry-After is the time until the user's next event is due, in seconds.
+            return _error(
+                429,
+                "M_LIMIT_EXCEEDED",
+                "The maximum number of delayed events has been reached.",
+                headers={"Retry-After": str(wait_s)},
+            )
+        delayed = _Delayed(
+            delay_id="fake_" + secrets.token_urlsafe(18),
+            owner=user,
+            room_id=request.match_info["room"],
+            type=request.match_info["type"],
+            state_key=state_key,
+            content=content,
+            delay=delay,
+            running_since=_now_ms(),
+        )
+        self._delayed[delayed.delay_id] = delayed
+        self._txns[txn_key] = delayed.delay_id
+        self._arm(delayed)
+        return web.json_response({"delay_id": delayed.delay_id})
+
+    def _arm(self, delayed: _Delayed) -> None:
+        if delayed.timer is not None:
+            delayed.timer.cancel()
+        delayed.timer = asyncio.get_running_loop().call_later(
+            delayed.delay / 1000, self._finalise, delayed, "send"
+        )
+
+    def _finalise(self, delayed: _Delayed, outcome: str) -> None:
+        if delayed.timer is not None:
+            delayed.timer.cancel()
+            delayed.timer = None
+        delayed.outcome = outcome
+        delayed.finalised_ts = _now_ms()
+        if outcome == "send":
+            delayed.event_id = self._emit(
+                delayed.owner,
+                delayed.room_id,
+                delayed.type,
+                delayed.state_key,
+                delayed.content,
+                delayed.delay_id,
+            )
+
+    async def _update(self, request: web.Request) -> web.Response:
+        action = request.match_info["action"]
+        if action not in ("restart", "cancel", "send"):
+            return _error(404, "M_UNRECOGNIZED", "Unrecognized request")
+        delayed = self._delayed.get(request.match_info["id"])
+        if delayed is None:
+            return _error(404, "M_NOT_FOUND", "Delayed event not found")
+        if delayed.outcome is not None:
+            # Repeating the outcome succeeds, so that clients can retry safely.
+            if (action, delayed.outcome) in (("send", "send"), ("cancel", "cancel")):
+                return web.json_response({})
+            return _error(409, "M_UNKNOWN", f"The delayed event was already {delayed.outcome}")
+        if action == "restart":
+            delayed.running_since = _now_ms()
+            self._arm(delayed)
+        else:
+            self._finalise(delayed, action)
+        return web.json_response({})
+
+    async def _lookup(self, request: web.Request) -> web.Response:
+        user = self._user(request)
+        if user is None:
+            return _error(401, "M_MISSING_TOKEN", "Missing access token")
+        delayed = self._delayed.get(request.match_info["id"])
+        if delayed is None or delayed.owner != user:
+            return _error(404, "M_NOT_FOUND", "Delayed event not found")
+        return web.json_response(delayed.as_json())
+
+    async def _list(self, request: web.Request) -> web.Response:
+        user = self._user(request)
+        if user is None:
+            return _error(401, "M_MISSING_TOKEN", "Missing access token")
+        status = request.query.get("status")
+        if status not in (None, "scheduled", "finalised"):
+            return _error(400, "M_INVALID_PARAM", "status must be scheduled or finalised")
+        try:
+            start = int(request.query.get("from", "0"))
+        except ValueError:
+            return _error(400, "M_INVALID_PARAM", "bad from token")
+        mine = sorted(
+            (
+                d
+                for d in self._delayed.values()
+                if d.owner == user
+                and (status is None or (d.outcome is None) == (status == "scheduled"))
+            ),
+            key=lambda d: d.running_since + d.delay,
+        )
+        page = mine[start : start + _PAGE_SIZE]
+        answer: dict[str, Any] = {"delayed_events": [d.as_json() for d in page]}
+        if start + _PAGE_SIZE < len(mine):
+            answer["next_batch"] = str(start + _PAGE_SIZE)
+        return web.json_response(answer)

@@ -1,0 +1,134 @@
+"""Shared fixtures: real Synapse servers of both generations, and the fake MSC homeserver."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from nio import MessageDirection, RoomMessagesResponse
+
+from nio_delayed import DelayedAsyncClient
+from nio_delayed.devserver import DevServer, DevUser
+from nio_delayed.testing import FakeHomeserver
+
+CURRENT_SYNAPSE = "1.163.2"
+LEGACY_SYNAPSE = "1.142.1"
+# `make test` installs the older Synapse in its own virtualenv and names its interpreter here.
+LEGACY_PYTHON_ENV = "NIO_DELAYED_LEGACY_SYNAPSE_PYTHON"
+
+
+def _synapse_python(generation: str) -> str:
+    if generation == CURRENT_SYNAPSE:
+        return sys.executable
+    python = os.environ.get(LEGACY_PYTHON_ENV)
+    if not python:
+        if os.environ.get("CI"):
+            pytest.fail(f"{LEGACY_PYTHON_ENV} is not set: run the tests with `make test`")
+        pytest.skip(f"Synapse {generation} needs {LEGACY_PYTHON_ENV} (set by `make test`)")
+    return python
+
+
+def _start(generation: str, **options: Any) -> DevServer:
+    server = DevServer(python=_synapse_python(generation), **options).start()
+    assert server.version == generation, f"expected Synapse {generation}, got {server.version}"
+    return server
+
+
+@pytest.fixture(scope="session", params=[CURRENT_SYNAPSE, LEGACY_SYNAPSE])
+def synapse(request: pytest.FixtureRequest) -> Iterator[DevServer]:
+    """A real Synapse with delayed events on, once per generation for the whole session."""
+    server = _start(request.param)
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session", params=[CURRENT_SYNAPSE, LEGACY_SYNAPSE])
+def synapse_without_delayed_events(request: pytest.FixtureRequest) -> Iterator[DevServer]:
+    server = _start(request.param, delayed_events=False)
+    yield server
+    server.close()
+
+
+async def login(server: DevServer, user: DevUser) -> DelayedAsyncClient:
+    client = DelayedAsyncClient(server.url, user.user_id)
+    client.restore_login(user.user_id, user.device_id, user.access_token)
+    return client
+
+
+_counter = iter(range(1_000_000))
+
+
+def unique(name: str) -> str:
+    return f"{name}{next(_counter)}x{int(time.time() * 1000) % 100_000}"
+
+
+@dataclass
+class Room:
+    """A room on a real server with a bot (who schedules) and a watcher (who sees events)."""
+
+    server: DevServer
+    room_id: str
+    bot: DelayedAsyncClient
+    watcher: DelayedAsyncClient
+
+    async def messages(self, event_type: str = "m.room.message") -> list[dict[str, Any]]:
+        """What the watcher sees of ``event_type`` in the room, oldest first."""
+        resp = await self.watcher.room_messages(
+            self.room_id, direction=MessageDirection.back, limit=100
+        )
+        assert isinstance(resp, RoomMessagesResponse), resp
+        sources = [e.source for e in resp.chunk if e.source.get("type") == event_type]
+        return list(reversed(sources))
+
+    async def wait_for(
+        self,
+        predicate: Callable[[], Awaitable[bool]],
+        timeout: float,
+        interval: float = 0.1,
+    ) -> float:
+        """Poll ``predicate`` until true; seconds it took. Fails after ``timeout``."""
+        started = time.monotonic()
+        while not await predicate():
+            if time.monotonic() - started > timeout:
+                pytest.fail(f"condition not met within {timeout} s")
+            await asyncio.sleep(interval)
+        return time.monotonic() - started
+
+
+async def make_room(server: DevServer) -> AsyncIterator[Room]:
+    bot_user = server.register_user(unique("bot"))
+    watcher_user = server.register_user(unique("watcher"))
+    bot, watcher = await login(server, bot_user), await login(server, watcher_user)
+    created = await bot.room_create(invite=[watcher_user.user_id])
+    room_id = created.room_id  # type: ignore[union-attr]
+    joined = await watcher.join(room_id)
+    assert joined.room_id == room_id  # type: ignore[union-attr]
+    try:
+        yield Room(server, room_id, bot, watcher)
+    finally:
+        await bot.close()
+        await watcher.close()
+
+
+@pytest.fixture
+async def room(synapse: DevServer) -> AsyncIterator[Room]:
+    async for value in make_room(synapse):
+        yield value
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeHomeserver]:
+    async with FakeHomeserver() as server:
+        yield server
+
+
+async def fake_client(server: FakeHomeserver, user_id: str = "@bot:fake") -> DelayedAsyncClient:
+    client = DelayedAsyncClient(server.url, user_id)
+    client.restore_login(user_id, "DEVICE", server.add_user(user_id))
+    return client
