@@ -6,7 +6,11 @@ BIN := $(VENV)/bin
 LEGACY_SYNAPSE := 1.142.1
 LEGACY_VENV := .venv-synapse-$(LEGACY_SYNAPSE)
 
-.PHONY: test lint typecheck pytest clean
+.PHONY: demo test lint typecheck pytest clean
+
+# The main job: a throwaway Synapse on 127.0.0.1 and a bot whose last will fires when it stops.
+demo: $(BIN)/.installed
+	$(BIN)/python examples/quickstart.py
 
 test: lint typecheck pytest
 

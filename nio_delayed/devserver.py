@@ -297,8 +297,9 @@ class DevServer:
                 )
             try:
                 with urllib.request.urlopen(f"{self.url}/_matrix/client/versions", timeout=2) as r:
-                    server = r.headers.get("Server", "")
-                    self.version = server.split("/", 1)[1] if "/" in server else server
+                    # "Synapse/1.163.2", possibly followed by " (b=branch,commit)".
+                    server = r.headers.get("Server", "").partition("/")[2]
+                    self.version = server.split(" ", 1)[0]
                     return
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 time.sleep(0.1)

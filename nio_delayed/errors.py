@@ -66,7 +66,9 @@ _MAX_DELAY_FIELDS = ("max_delay_ms", "max_delay", "org.matrix.msc4140.max_delay"
 # Synapse 1.163 gives its maximum only in the message: "... the allowed maximum (86400000ms)".
 _MAX_IN_MESSAGE = re.compile(r"maximum \((\d+) ?ms\)")
 # Synapse's answer when the feature is configured off: 403 M_FORBIDDEN with this message.
-_DISALLOWED = re.compile(r"delayed events (have been|are) (disallowed|not supported)", re.I)
+_DISALLOWED = re.compile(
+    r"delayed events (has been|have been|are) (disallowed|not supported)", re.I
+)
 
 
 def parse_retry_after_header(value: str | None, now: float | None = None) -> int | None:

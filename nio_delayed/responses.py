@@ -112,6 +112,18 @@ class DelayedEventsSupportResponse(Response):
     max_scheduled: int | None = None
     reason: str = ""
 
+    def __str__(self) -> str:
+        if not self.supported or self.dialect is None:
+            return f"delayed events unsupported: {self.reason}"
+        return (
+            f"delayed events supported: {self.dialect.value} dialect, max delay "
+            f"{_limit(self.max_delay_ms, ' ms')}, max scheduled {_limit(self.max_scheduled)}"
+        )
+
+
+def _limit(value: int | None, unit: str = "") -> str:
+    return "not published" if value is None else f"{value}{unit}"
+
 
 @dataclass
 class _ScheduledResponse(Response):

@@ -1,0 +1,114 @@
+"""The quick start runs as the README says, and the devserver starts, restarts and stops cleanly."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nio_delayed import DelayedEventsListResponse, RoomSendDelayedResponse
+from nio_delayed.devserver import DevServer, DevServerError
+
+from .conftest import LEGACY_SYNAPSE, Room, _start
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.synapse
+
+
+def test_quickstart_demo_runs_end_to_end_and_cleans_up() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "delayed events supported: legacy dialect" in result.stdout
+    assert "watcher received the last will from @bot:localhost" in result.stdout
+    match = re.search(r"([\d.]+) s after the last restart", result.stdout)
+    assert match is not None, result.stdout
+    elapsed = float(match.group(1))
+    assert 2.0 <= elapsed < 4.0  # a 2 s delay, fired ~20 ms late on loopback
+    assert "Synapse stopped and its files deleted" in result.stdout
+
+
+async def test_quickstart_demo_on_the_older_generation() -> None:
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        from quickstart import demo  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
+    server = _start(LEGACY_SYNAPSE)
+    try:
+        elapsed = await demo(server)
+    finally:
+        server.close()
+    assert 2.0 <= elapsed < 4.0
+
+
+async def test_scheduled_events_survive_a_synapse_restart(room: Room) -> None:
+    content = {"msgtype": "m.text", "body": "x"}
+    resp = await room.bot.room_send_delayed(room.room_id, "m.room.message", content, 60_000)
+    assert isinstance(resp, RoomSendDelayedResponse), str(resp)
+    old_pid = room.server.pid
+    room.server.restart()
+    assert room.server.pid != old_pid
+    listing = await room.bot.delayed_events()
+    assert isinstance(listing, DelayedEventsListResponse), listing
+    assert resp.delay_id in {e.delay_id for e in listing.scheduled}
+    await room.bot.cancel_delayed_event(resp.delay_id)
+
+
+def test_close_stops_the_process_by_pid_and_deletes_its_files() -> None:
+    server = DevServer().start()
+    pid, directory = server.pid, server.directory
+    assert pid is not None
+    user = server.register_user("someone")
+    assert user.access_token not in repr(user)
+    server.close()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert not directory.exists()
+    server.close()  # idempotent
+
+
+def test_kill_is_a_crash_and_start_comes_back() -> None:
+    server = DevServer().start()
+    try:
+        pid = server.pid
+        assert pid is not None
+        server.kill()
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+        server.start()
+        assert server.register_user("after-crash").user_id == "@after-crash:localhost"
+    finally:
+        server.close()
+
+
+def test_a_synapse_that_cannot_start_says_why() -> None:
+    server = DevServer(python=sys.executable, extra_config={"listeners": "not a list"})
+    with pytest.raises(DevServerError, match="exited with code"):
+        server.start()
+    assert server.pid is None
+    server.close()
+
+
+async def test_readme_quick_start_works_as_written(room: Room) -> None:
+    readme = (ROOT / "README.md").read_text()
+    snippet = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, object] = {}
+    exec(compile(snippet, "README.md", "exec"), namespace)
+    await namespace["arm_last_will"](room.bot, room.room_id)  # type: ignore[operator]
+    listing = await room.bot.delayed_events()
+    assert isinstance(listing, DelayedEventsListResponse)
+    [armed] = listing.scheduled
+    assert armed.content["body"] == "bot went offline"
+    assert armed.delay_ms == 30_000
+    await room.bot.cancel_delayed_event(armed.delay_id)
