@@ -116,6 +116,8 @@ class DelayedEventsMixin(_Base):
         ``refresh=True`` asks the server again (after a server upgrade, say).
         """
         state = self._negotiated
+        if state.support is not None and not refresh:
+            return state.support  # the common case, without the lock
         async with state.lock:
             if state.support is not None and not refresh:
                 return state.support

@@ -220,3 +220,16 @@ async def test_management_works_with_another_client_of_the_same_user(synapse: De
     finally:
         await first.close()
         await second.close()
+
+
+async def test_retry_with_the_same_transaction_id_returns_the_same_delay_id(room: Room) -> None:
+    """What makes retrying an unanswered message schedule safe."""
+    first = await room.bot.room_send_delayed(room.room_id, "m.room.message", TEXT, 60_000, "t-1")
+    again = await room.bot.room_send_delayed(room.room_id, "m.room.message", TEXT, 60_000, "t-1")
+    assert isinstance(first, RoomSendDelayedResponse)
+    assert isinstance(again, RoomSendDelayedResponse)
+    assert first.delay_id == again.delay_id
+    listing = await room.bot.delayed_events()
+    assert isinstance(listing, DelayedEventsListResponse)
+    assert [e.delay_id for e in listing.scheduled] == [first.delay_id]
+    await room.bot.cancel_delayed_event(first.delay_id)
