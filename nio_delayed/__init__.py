@@ -9,8 +9,10 @@ if isinstance(resp, RoomSendDelayedResponse):
     await client.restart_delayed_event(resp.delay_id)
 """
 
+from .clock import Clock, SystemClock
 from .delay_id import DelayId
 from .errors import ErrorKind
+from .keepalive import EventStream, KeepAliveManager
 from .mixin import DelayedAsyncClient, DelayedEventsMixin
 from .models import DelayedEvent, DelayedEventStatus
 from .request_builders import DelayedEventAction
@@ -30,9 +32,27 @@ from .responses import (
     UpdateDelayedEventResponse,
 )
 from .support import Dialect
+from .switch import (
+    AliveEvent,
+    DeadMansSwitch,
+    ExitPolicy,
+    KeepAliveError,
+    LeftoverPolicy,
+    LostPolicy,
+    SwitchArmError,
+    SwitchEvent,
+    SwitchEventKind,
+    UnsupportedServerError,
+)
+from .switch_machine import Backoff, SwitchState, SwitchStats
 from .transport import RequestPolicy
+from .validation import InvalidInput
 
 __all__ = [
+    "AliveEvent",
+    "Backoff",
+    "Clock",
+    "DeadMansSwitch",
     "DelayId",
     "DelayedAsyncClient",
     "DelayedEvent",
@@ -46,13 +66,27 @@ __all__ = [
     "DelayedEventsSupportResponse",
     "Dialect",
     "ErrorKind",
+    "EventStream",
+    "ExitPolicy",
     "GetDelayedEventError",
     "GetDelayedEventResponse",
+    "InvalidInput",
+    "KeepAliveError",
+    "KeepAliveManager",
+    "LeftoverPolicy",
+    "LostPolicy",
     "RequestPolicy",
     "RoomPutStateDelayedError",
     "RoomPutStateDelayedResponse",
     "RoomSendDelayedError",
     "RoomSendDelayedResponse",
+    "SwitchArmError",
+    "SwitchEvent",
+    "SwitchEventKind",
+    "SwitchState",
+    "SwitchStats",
+    "SystemClock",
+    "UnsupportedServerError",
     "UpdateDelayedEventError",
     "UpdateDelayedEventResponse",
 ]

@@ -8,11 +8,12 @@ advertise the feature: such a server would send the event at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -22,11 +23,13 @@ from nio.client.async_client import AsyncClient, client_session
 
 from .delay_id import DelayId
 from .errors import ErrorInfo, ErrorKind, classify_error, is_unrecognized
+from .keepalive import KeepAliveManager
 from .models import DelayedEvent, MalformedAnswer, parse_delayed_event, parse_delayed_events_page
 from .request_builders import (
     DelayedEventAction,
     HttpRequest,
     capabilities_request,
+    event_request,
     list_request,
     lookup_request,
     probe_request,
@@ -35,6 +38,7 @@ from .request_builders import (
     versions_request,
 )
 from .responses import (
+    DelayedEventError,
     DelayedEventsListError,
     DelayedEventsListResponse,
     DelayedEventsSupportError,
@@ -56,6 +60,7 @@ from .support import (
     parse_versions,
     probe_says_unstable_endpoint,
 )
+from .switch import DeadMansSwitch
 from .transport import HttpAnswer, NoAnswer, RequestPolicy, send_with_retries
 from .validation import (
     InvalidInput,
@@ -72,6 +77,10 @@ __all__ = ["DelayedAsyncClient", "DelayedEventsMixin"]
 
 logger = logging.getLogger("nio_delayed")
 
+_ENCRYPTED = (
+    "{} is encrypted and this library cannot encrypt yet; nothing was sent "
+    "(no plaintext into an encrypted room)"
+)
 # Listing stops after this many pages: a server that never ends its pagination is broken.
 _MAX_PAGES = 1000
 
@@ -203,13 +212,8 @@ class DelayedEventsMixin(_Base):
             delay_ms = delay_to_ms(delay)
         except InvalidInput as exc:
             return RoomSendDelayedError.local(ErrorKind.INVALID, str(exc))
-        room = self.rooms.get(room_id)
-        if room is not None and room.encrypted:
-            return RoomSendDelayedError.local(
-                ErrorKind.UNSUPPORTED,
-                f"{room_id} is encrypted and delayed messages cannot be encrypted yet; "
-                "nothing was sent (no plaintext into an encrypted room)",
-            )
+        if self._known_encrypted(room_id):
+            return RoomSendDelayedError.local(ErrorKind.UNSUPPORTED, _ENCRYPTED.format(room_id))
         result = await self._schedule(room_id, event_type, checked, delay_ms, tx_id, None, policy)
         if isinstance(result, ErrorInfo):
             return RoomSendDelayedError.from_info(result)
@@ -424,7 +428,91 @@ class DelayedEventsMixin(_Base):
             ErrorKind.SERVER_ERROR, f"the listing did not end after {_MAX_PAGES} pages"
         )
 
+    async def send_event_bounded(
+        self,
+        room_id: str,
+        event_type: str,
+        content: Mapping[str, Any],
+        state_key: str | None = None,
+        *,
+        policy: RequestPolicy | None = None,
+    ) -> str | DelayedEventError:
+        """Send an ordinary event now, with this library's bounded retries (nio's own
+        ``room_send`` may retry without end). Returns the event id, or the error.
+
+        Used for the keep-alive's "alive" event. Refuses a message into a known-encrypted room.
+        """
+        try:
+            room_id = check_room_id(room_id)
+            event_type = check_event_type(event_type)
+            checked = check_content(content)
+            if state_key is not None:
+                state_key = check_state_key(state_key)
+        except InvalidInput as exc:
+            return DelayedEventError.local(ErrorKind.INVALID, str(exc))
+        if state_key is None and self._known_encrypted(room_id):
+            return DelayedEventError.local(ErrorKind.UNSUPPORTED, _ENCRYPTED.format(room_id))
+        request = event_request(
+            room_id, event_type, checked, txn_id=str(uuid.uuid4()), state_key=state_key
+        )
+        body = await self._delayed_call(request, policy)
+        if isinstance(body, ErrorInfo):
+            return DelayedEventError.from_info(body)
+        event_id = body.get("event_id")
+        if not isinstance(event_id, str):
+            return DelayedEventError.local(ErrorKind.SERVER_ERROR, "the answer has no event_id")
+        return event_id
+
+    # -- keep-alive ----------------------------------------------------------------------
+
+    @property
+    def keep_alive(self) -> KeepAliveManager:
+        """This client's keep-alive manager, created on first use (started by its first switch).
+        ``close()`` stops its switches by their exit policies."""
+        manager = self.__dict__.get("_nio_delayed_keep_alive")
+        if manager is None:
+            manager = self.__dict__["_nio_delayed_keep_alive"] = KeepAliveManager(self)
+        return cast(KeepAliveManager, manager)
+
+    @contextlib.asynccontextmanager
+    async def dead_mans_switch(
+        self,
+        room_id: str,
+        event_type: str,
+        content: dict[str, Any],
+        *,
+        delay: timedelta | int,
+        state_key: str | None = None,
+        **options: Any,
+    ) -> AsyncIterator[DeadMansSwitch]:
+        """One switch for the life of an ``async with`` block, kept by :attr:`keep_alive`::
+
+            async with client.dead_mans_switch(room, "m.room.message", offline, delay=30_000):
+                await client.sync_forever()
+
+        Leaving the block stops it by its exit policy (``on_exit=``, default: send it now).
+        Other options are those of :meth:`KeepAliveManager.add`.
+        """
+        switch = await self.keep_alive.add(
+            room_id, event_type, content, delay=delay, state_key=state_key, **options
+        )
+        try:
+            yield switch
+        finally:
+            await switch.stop()
+
+    async def close(self) -> None:
+        """Stop this client's switches by their exit policies, then close the HTTP session."""
+        manager = self.__dict__.get("_nio_delayed_keep_alive")
+        if manager is not None:
+            await manager.close()
+        await super().close()  # type: ignore[no-untyped-call]  # nio's close() is unannotated
+
     # -- plumbing ------------------------------------------------------------------------
+
+    def _known_encrypted(self, room_id: str) -> bool:
+        room = self.rooms.get(room_id)
+        return room is not None and bool(room.encrypted)
 
     @property
     def _negotiated(self) -> _Negotiated:

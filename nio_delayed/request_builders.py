@@ -17,6 +17,7 @@ __all__ = [
     "DelayedEventAction",
     "HttpRequest",
     "capabilities_request",
+    "event_request",
     "list_request",
     "lookup_request",
     "probe_request",
@@ -101,6 +102,26 @@ def schedule_request(
         body["state_key"] = state_key
     path = f"{_scheduling_prefix(dialect)}/rooms/{room}/delayed_event/{etype}/{_seg(txn_id)}"
     return HttpRequest("PUT", path, body)
+
+
+def event_request(
+    room_id: str,
+    event_type: str,
+    content: dict[str, Any],
+    *,
+    txn_id: str,
+    state_key: str | None = None,
+) -> HttpRequest:
+    """An ordinary event, sent now (the keep-alive's "alive" event). Setting the same state
+    twice, or replaying a transaction id, has the effect of doing it once."""
+    room, etype = _seg(room_id), _seg(event_type)
+    if state_key is None:
+        return HttpRequest(
+            "PUT", f"/_matrix/client/v3/rooms/{room}/send/{etype}/{_seg(txn_id)}", content
+        )
+    return HttpRequest(
+        "PUT", f"/_matrix/client/v3/rooms/{room}/state/{etype}/{_seg(state_key)}", content
+    )
 
 
 def probe_request(txn_id: str) -> HttpRequest:

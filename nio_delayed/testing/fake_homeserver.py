@@ -17,6 +17,7 @@ It records every request and can inject faults (status codes, latency, dropped c
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import secrets
 import socket
@@ -28,6 +29,8 @@ from typing import Any
 
 from aiohttp import web
 
+from ..clock import Clock, TimerHandle
+
 __all__ = ["FakeHomeserver", "Fault", "RecordedRequest"]
 
 UNSTABLE = "/_matrix/client/unstable/org.matrix.msc4140"
@@ -38,9 +41,10 @@ _PAGE_SIZE = 10
 class Fault:
     """Make matching requests fail. ``times`` counts down; ``None`` means for ever.
 
-    ``latency`` (seconds) is waited first; then ``drop`` closes the connection without an
-    answer, or ``status``/``body``/``headers`` answer instead of the real handler. With neither,
-    the request is only delayed.
+    ``latency`` (seconds, real time) is waited first; then ``drop`` closes the connection
+    without an answer, or ``status``/``body``/``headers`` answer instead of the real handler.
+    ``drop_answer`` lets the server act and then loses its answer. With none of these, the
+    request is only delayed.
     """
 
     path_contains: str = ""
@@ -50,6 +54,7 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     latency: float = 0.0
     drop: bool = False
+    drop_answer: bool = False
     times: int | None = 1
 
     def matches(self, request: web.Request) -> bool:
@@ -60,12 +65,16 @@ class Fault:
         return self.path_contains in request.path_qs
 
 
-@dataclass(frozen=True)
+@dataclass
 class RecordedRequest:
     method: str
     path: str  # decoded path with the raw query string
     body: Any
     authenticated: bool
+    at: float  # when it arrived, on the server's clock (its FakeClock, or the event loop's)
+    fault: Fault | None = None  # the fault that met it, if one did
+    status: int | None = None  # the status it was answered with; None if dropped
+    answer: Any = None  # the JSON it was answered with
 
 
 @dataclass
@@ -78,7 +87,7 @@ class _Delayed:
     content: dict[str, Any]
     delay: int
     running_since: int
-    timer: asyncio.TimerHandle | None = None
+    timer: TimerHandle | None = None
     outcome: str | None = None  # "send" or "cancel"
     event_id: str | None = None
     error: dict[str, str] | None = None
@@ -124,6 +133,8 @@ class FakeHomeserver:
 
     ``stable``/``unstable``: which prefixes it serves and advertises. ``delayed_events=False``
     makes a server without the feature. ``max_delay_ms``/``max_scheduled``: its limits.
+    ``management_rate=(per_second, burst)`` rate-limits restart/cancel/send like Synapse's
+    ``rc_delayed_event_mgmt``, answering 429 with ``retry_after_ms``.
     """
 
     def __init__(
@@ -134,11 +145,17 @@ class FakeHomeserver:
         delayed_events: bool = True,
         max_delay_ms: int | None = 86_400_000,
         max_scheduled: int | None = 100,
+        clock: Clock | None = None,
+        management_rate: tuple[float, int] | None = None,
     ) -> None:
         self.stable = stable and delayed_events
         self.unstable = unstable and delayed_events
         self.max_delay_ms = max_delay_ms
         self.max_scheduled = max_scheduled
+        #: Delayed events fire on this clock (a FakeClock in keep-alive tests).
+        self.clock = clock
+        self.management_rate = management_rate
+        self._bucket: tuple[float, float] | None = None  # (tokens, at)
         self.requests: list[RecordedRequest] = []
         #: Events that reached a room: ``{"room_id", "type", "content", "event_id", ...}``.
         self.room_events: list[dict[str, Any]] = []
@@ -169,6 +186,21 @@ class FakeHomeserver:
 
     def requests_to(self, path_contains: str) -> list[RecordedRequest]:
         return [r for r in self.requests if path_contains in r.path]
+
+    def fire(self, delay_id: str) -> None:
+        """Send a scheduled delayed event now, as its timer would."""
+        self._finalise(self._delayed[delay_id], "send")
+
+    def cancel(self, delay_id: str) -> None:
+        """Cancel a scheduled delayed event behind the client's back (another user's state
+        write, an admin)."""
+        self._finalise(self._delayed[delay_id], "cancel")
+
+    def forget(self, delay_id: str) -> None:
+        """Drop every record of a delayed event, as Synapse does once it is finalised."""
+        delayed = self._delayed.pop(delay_id)
+        if delayed.timer is not None:
+            delayed.timer.cancel()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -232,21 +264,37 @@ class FakeHomeserver:
                 body = await request.json()
             except ValueError:
                 body = await request.text()
-        self.requests.append(
-            RecordedRequest(
-                request.method,
-                request.path_qs,
-                body,
-                request.headers.get("Authorization") is not None,
-            )
-        )
         fault = next((f for f in self.faults if f.matches(request)), None)
+        record = RecordedRequest(
+            request.method,
+            request.path_qs,
+            body,
+            request.headers.get("Authorization") is not None,
+            self._now(),
+            fault,
+        )
+        self.requests.append(record)
+        response = await self._answer(request, handler, fault)
+        record.status = response.status
+        if isinstance(response, web.Response) and response.content_type == "application/json":
+            assert response.text is not None
+            record.answer = json.loads(response.text)
+        return response
+
+    async def _answer(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+        fault: Fault | None,
+    ) -> web.StreamResponse:
         if fault is not None:
             if fault.times is not None:
                 fault.times -= 1
             if fault.latency:
                 await asyncio.sleep(fault.latency)
-            if fault.drop:
+            if fault.drop_answer:
+                await handler(request)
+            if fault.drop or fault.drop_answer:
                 assert request.transport is not None
                 request.transport.close()
                 raise asyncio.CancelledError  # aiohttp drops a cancelled handler's answer
@@ -263,6 +311,9 @@ class FakeHomeserver:
             return _error(405, "M_UNRECOGNIZED", "Unrecognized request")
         except web.HTTPNotFound:
             return _error(404, "M_UNRECOGNIZED", "Unrecognized request")
+
+    def _now(self) -> float:
+        return self.clock.now() if self.clock is not None else asyncio.get_running_loop().time()
 
     def _user(self, request: web.Request) -> str | None:
         auth = request.headers.get("Authorization", "")
@@ -395,9 +446,15 @@ class FakeHomeserver:
     def _arm(self, delayed: _Delayed) -> None:
         if delayed.timer is not None:
             delayed.timer.cancel()
-        delayed.timer = asyncio.get_running_loop().call_later(
-            delayed.delay / 1000, self._finalise, delayed, "send"
-        )
+        delay = delayed.delay / 1000
+
+        def fire() -> None:
+            self._finalise(delayed, "send")
+
+        if self.clock is not None:
+            delayed.timer = self.clock.call_later(delay, fire)
+        else:
+            delayed.timer = asyncio.get_running_loop().call_later(delay, fire)
 
     def _finalise(self, delayed: _Delayed, outcome: str) -> None:
         if delayed.timer is not None:
@@ -415,7 +472,25 @@ class FakeHomeserver:
                 delayed.delay_id,
             )
 
+    def _rate_limited(self) -> web.Response | None:
+        """A token bucket: ``per_second`` tokens a second, at most ``burst`` saved up."""
+        if self.management_rate is None:
+            return None
+        per_second, burst = self.management_rate
+        now = self._now()
+        tokens, at = self._bucket or (float(burst), now)
+        tokens = min(float(burst), tokens + (now - at) * per_second)
+        if tokens < 1:
+            self._bucket = (tokens, now)
+            wait_ms = math.ceil((1 - tokens) / per_second * 1000)
+            return _error(429, "M_LIMIT_EXCEEDED", "Too Many Requests", retry_after_ms=wait_ms)
+        self._bucket = (tokens - 1, now)
+        return None
+
     async def _update(self, request: web.Request) -> web.Response:
+        limited = self._rate_limited()
+        if limited is not None:
+            return limited
         action = request.match_info["action"]
         if action not in ("restart", "cancel", "send"):
             return _error(404, "M_UNRECOGNIZED", "Unrecognized request")

@@ -1,0 +1,260 @@
+"""A dead-man's switch: its settings, its policies, its events and the handle a bot holds."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from .delay_id import DelayId
+from .responses import DelayedEventError
+from .switch_machine import SwitchMachine, SwitchState, SwitchStats
+
+if TYPE_CHECKING:
+    from .keepalive import KeepAliveManager
+
+__all__ = [
+    "AliveEvent",
+    "DeadMansSwitch",
+    "ExitPolicy",
+    "KeepAliveError",
+    "LeftoverPolicy",
+    "LostPolicy",
+    "SwitchArmError",
+    "SwitchEvent",
+    "SwitchEventKind",
+    "UnsupportedServerError",
+]
+
+
+class ExitPolicy(str, Enum):
+    """What stopping a switch does with its event."""
+
+    #: Send it now: the bot is going away, so say so (the default).
+    SEND = "send"
+    #: Cancel it: a clean exit, nothing to announce.
+    CANCEL = "cancel"
+    #: Leave it armed: the server sends it when the delay runs out.
+    KEEP = "keep"
+
+
+class LostPolicy(str, Enum):
+    """What to do when the server confirms the event is gone while the bot is alive."""
+
+    #: Arm a new one and publish the "alive" event again (the default).
+    REARM = "rearm"
+    #: Stop the switch in state FIRED.
+    STOP = "stop"
+
+
+class LeftoverPolicy(str, Enum):
+    """What to do, at start, with a switch a previous process left scheduled for the same
+    room, type and state key (for a message: the same content)."""
+
+    #: Take it over and keep restarting it (the default): no event fires across a restart.
+    ADOPT = "adopt"
+    #: Cancel it and arm a new one.
+    CANCEL = "cancel"
+
+
+@dataclass(frozen=True)
+class AliveEvent:
+    """An event published after the switch is armed and after every re-arm, such as a state
+    ``{"status": "online"}``. ``state_key=None`` makes it a message."""
+
+    event_type: str
+    content: dict[str, Any]
+    state_key: str | None = None
+
+
+class SwitchEventKind(str, Enum):
+    ARMED = "armed"
+    ADOPTED = "adopted"
+    LEFTOVER_CANCELLED = "leftover_cancelled"
+    DELAY_LOWERED = "delay_lowered"
+    ALIVE_PUBLISHED = "alive_published"
+    ALIVE_FAILED = "alive_failed"
+    RESTART_FAILED = "restart_failed"
+    RATE_LIMITED = "rate_limited"
+    AT_RISK = "at_risk"
+    RECOVERED = "recovered"
+    PROBABLY_FIRED = "probably_fired"
+    LOST = "lost"
+    REARMED = "rearmed"
+    STALL = "stall"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class SwitchEvent:
+    """Something that happened to a switch. ``at`` is on the keep-alive clock (seconds)."""
+
+    kind: SwitchEventKind
+    switch: DeadMansSwitch
+    state: SwitchState
+    message: str
+    at: float
+    error: DelayedEventError | None = None
+
+
+class KeepAliveError(Exception):
+    """A keep-alive could not do what was asked. ``error`` is the server's answer, if any."""
+
+    def __init__(self, message: str, error: DelayedEventError | None = None) -> None:
+        super().__init__(message)
+        self.error = error
+
+
+class UnsupportedServerError(KeepAliveError):
+    """The server does not offer delayed events: nothing was sent."""
+
+
+class SwitchArmError(KeepAliveError):
+    """The switch's event could not be scheduled."""
+
+
+@dataclass
+class _SwitchSettings:
+    room_id: str
+    event_type: str
+    content: dict[str, Any]
+    state_key: str | None
+    requested_delay_ms: int
+    delay_ms: int
+    alive: AliveEvent | None
+    on_exit: ExitPolicy
+    on_lost: LostPolicy
+    on_leftover: LeftoverPolicy
+
+
+class DeadMansSwitch:
+    """One switch, created by :meth:`KeepAliveManager.add`. Read its ``state`` and ``stats``;
+    ``await stop()`` to end it by its exit policy."""
+
+    def __init__(
+        self, manager: KeepAliveManager, settings: _SwitchSettings, machine: SwitchMachine
+    ) -> None:
+        self._manager = manager
+        self._settings = settings
+        self._machine = machine
+        self.delay_id: DelayId | None = None
+        self.alive_pending = False
+        #: Clear while a request for this switch is under way.
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.generation = 0
+        self.tx_id: str | None = None
+        self.stop_task: asyncio.Future[None] | None = None
+        self.callbacks: list[Callable[[SwitchEvent], None]] = []
+        self._changed = asyncio.Event()
+
+    # -- what it is ------------------------------------------------------------------------
+
+    @property
+    def room_id(self) -> str:
+        return self._settings.room_id
+
+    @property
+    def event_type(self) -> str:
+        return self._settings.event_type
+
+    @property
+    def content(self) -> dict[str, Any]:
+        return self._settings.content
+
+    @property
+    def state_key(self) -> str | None:
+        return self._settings.state_key
+
+    @property
+    def delay(self) -> timedelta:
+        """The effective delay: the requested one, lowered to the server's maximum if needed."""
+        return timedelta(milliseconds=self._settings.delay_ms)
+
+    @property
+    def delay_ms(self) -> int:
+        return self._settings.delay_ms
+
+    @property
+    def requested_delay(self) -> timedelta:
+        return timedelta(milliseconds=self._settings.requested_delay_ms)
+
+    @property
+    def restart_interval(self) -> timedelta:
+        return timedelta(seconds=self._machine.interval)
+
+    @property
+    def alive(self) -> AliveEvent | None:
+        return self._settings.alive
+
+    @property
+    def on_exit(self) -> ExitPolicy:
+        return self._settings.on_exit
+
+    @property
+    def on_lost(self) -> LostPolicy:
+        return self._settings.on_lost
+
+    @property
+    def on_leftover(self) -> LeftoverPolicy:
+        return self._settings.on_leftover
+
+    # -- how it is doing -------------------------------------------------------------------
+
+    @property
+    def state(self) -> SwitchState:
+        return self._machine.state
+
+    @property
+    def stats(self) -> SwitchStats:
+        return replace(self._machine.stats)
+
+    @property
+    def deadline_in(self) -> float | None:
+        """Seconds until the server is predicted to send the event, if it is armed."""
+        if self._machine.deadline is None:
+            return None
+        return self._machine.deadline - self._manager.clock.now()
+
+    @property
+    def busy(self) -> bool:
+        return not self.idle.is_set()
+
+    @property
+    def machine(self) -> SwitchMachine:
+        return self._machine
+
+    def on_event(self, callback: Callable[[SwitchEvent], None]) -> None:
+        """Call ``callback`` (synchronously) with every event of this switch."""
+        self.callbacks.append(callback)
+
+    async def wait_for(self, *states: SwitchState, timeout: float | None = None) -> SwitchState:
+        """Wait until the switch is in one of ``states``; returns it."""
+
+        async def wait() -> SwitchState:
+            while self.state not in states:
+                await self._changed.wait()
+            return self.state
+
+        return await asyncio.wait_for(wait(), timeout)
+
+    def state_changed(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def stop(self, policy: ExitPolicy | None = None) -> None:
+        """Stop restarting and end the event by ``policy`` (default: the switch's ``on_exit``).
+        Safe to call more than once and from several tasks."""
+        await self._manager.stop_switch(self, policy)
+
+    def __repr__(self) -> str:
+        key = "" if self.state_key is None else f", state_key={self.state_key!r}"
+        short = f", delay_id={self.delay_id.short}" if self.delay_id else ""
+        return (
+            f"DeadMansSwitch({self.room_id}, {self.event_type}{key}, "
+            f"delay={self._settings.delay_ms} ms, state={self.state.value}{short})"
+        )

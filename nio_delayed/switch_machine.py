@@ -1,0 +1,185 @@
+"""The timing and state of one dead-man's switch. Pure: it is told what happened and when, and
+says what state the switch is in and when to act next. The manager does the I/O.
+
+Times are seconds on the keep-alive clock. The *deadline* is the predicted moment the server
+sends the event: the time the last successful restart (or arming) was **sent**, plus the delay.
+The server restarted the timer when it received the request, a little later, so the prediction
+errs on the early side.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from enum import Enum
+
+__all__ = ["Backoff", "SwitchMachine", "SwitchState", "SwitchStats", "default_interval"]
+
+# The shortest wait between two attempts, so that a server failing at once is not hammered.
+MIN_RETRY_GAP = 0.05
+# The shortest time-out an attempt gets, even right before the deadline.
+MIN_ATTEMPT_TIMEOUT = 0.05
+
+
+class SwitchState(str, Enum):
+    #: Being armed for the first time.
+    STARTING = "starting"
+    #: The last restart was confirmed; the deadline is ahead.
+    ARMED = "armed"
+    #: Restarts are failing; the deadline has not passed yet.
+    AT_RISK = "at_risk"
+    #: The deadline passed without a confirmed restart: the server has probably sent the event.
+    #: Restarts go on: an answer of 200 resumes the switch, 404 re-arms it.
+    PROBABLY_FIRED = "probably_fired"
+    #: The server confirmed the event is gone (sent, cancelled, overwritten) and the policy is
+    #: to stop.
+    FIRED = "fired"
+    #: The event is gone and a new one is being armed.
+    REARMING = "rearming"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    #: The switch cannot go on (for example: the bot may no longer send into the room).
+    FAILED = "failed"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (SwitchState.FIRED, SwitchState.STOPPED, SwitchState.FAILED)
+
+
+@dataclass
+class SwitchStats:
+    """Counters of one switch (or, summed, of a manager)."""
+
+    restarts_ok: int = 0
+    restarts_failed: int = 0
+    #: Attempts made after a failure.
+    retries: int = 0
+    #: Times a 429 made the switch wait.
+    rate_limit_waits: int = 0
+    #: New events armed after one was lost.
+    rearms: int = 0
+    #: Events the server confirmed gone while the switch was running.
+    losses: int = 0
+    #: The smallest time (s) left before the deadline when a restart was confirmed.
+    min_margin: float | None = None
+
+    def add(self, other: SwitchStats) -> None:
+        self.restarts_ok += other.restarts_ok
+        self.restarts_failed += other.restarts_failed
+        self.retries += other.retries
+        self.rate_limit_waits += other.rate_limit_waits
+        self.rearms += other.rearms
+        self.losses += other.losses
+        if other.min_margin is not None:
+            self.min_margin = (
+                other.min_margin
+                if self.min_margin is None
+                else min(self.min_margin, other.min_margin)
+            )
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential back-off between failed attempts: ``initial`` doubling up to ``maximum``,
+    each wait drawn between half and all of that ("equal jitter") so that switches that fail
+    together do not retry together."""
+
+    initial: float = 0.25
+    maximum: float = 30.0
+
+    def wait(self, failures: int, rng: random.Random) -> float:
+        ceiling = min(self.maximum, self.initial * 2 ** max(0, failures - 1))
+        return rng.uniform(ceiling / 2, ceiling)
+
+
+def default_interval(delay: float) -> float:
+    """Restart every third of the delay: each deadline then has two more restart chances behind
+    the one that is due, and an outage of up to two thirds of the delay goes unnoticed by the
+    server."""
+    return delay / 3
+
+
+class SwitchMachine:
+    def __init__(self, delay: float, interval: float, backoff: Backoff, rng: random.Random) -> None:
+        if not 0 < interval < delay:
+            raise ValueError(
+                f"the restart interval ({interval} s) must be below the delay ({delay} s)"
+            )
+        self.delay = delay
+        self.interval = interval
+        self.backoff = backoff
+        self.rng = rng
+        self.state = SwitchState.STARTING
+        self.deadline: float | None = None
+        self.next_at: float | None = None
+        self.failures = 0
+        self.stats = SwitchStats()
+
+    def _next_restart(self, base: float) -> None:
+        # A little early, at random, so that switches armed together spread out over time.
+        self.next_at = base + self.interval * self.rng.uniform(0.9, 1.0)
+
+    def armed(self, sent_at: float) -> None:
+        """A new event was scheduled (or a leftover adopted) by a request sent at ``sent_at``."""
+        self.deadline = sent_at + self.delay
+        self.failures = 0
+        self.state = SwitchState.ARMED
+        self._next_restart(sent_at)
+
+    def attempt_timeout(self, now: float, base: float) -> float:
+        """How long the next attempt may take: never past the deadline it is trying to save."""
+        if self.deadline is None or self.deadline <= now:
+            return base  # nothing left to save: this attempt verifies
+        return max(MIN_ATTEMPT_TIMEOUT, min(base, self.deadline - now))
+
+    def restarted(self, sent_at: float, now: float) -> SwitchState:
+        """A restart sent at ``sent_at`` was confirmed at ``now``. Returns the previous state."""
+        previous = self.state
+        if self.deadline is not None:
+            margin = self.deadline - now
+            if self.stats.min_margin is None or margin < self.stats.min_margin:
+                self.stats.min_margin = margin
+        self.stats.restarts_ok += 1
+        self.armed(sent_at)
+        return previous
+
+    def failed(self, now: float, retry_after: float | None = None) -> SwitchState:
+        """An attempt failed without saying the event is gone. Returns the new state."""
+        self.failures += 1
+        wait = self.backoff.wait(self.failures, self.rng)
+        if retry_after is not None:
+            wait = max(retry_after, MIN_RETRY_GAP)  # the server said when; earlier is futile
+        elif self.deadline is not None and self.deadline > now:
+            # Keep trying before the deadline: at the latest halfway to it.
+            wait = min(wait, max(MIN_RETRY_GAP, (self.deadline - now) / 2))
+        self.next_at = now + wait
+        if self.state in (SwitchState.ARMED, SwitchState.AT_RISK, SwitchState.PROBABLY_FIRED):
+            self.stats.restarts_failed += 1
+            past = self.deadline is not None and now >= self.deadline
+            self.state = SwitchState.PROBABLY_FIRED if past else SwitchState.AT_RISK
+        return self.state
+
+    def deadline_passed(self, now: float) -> bool:
+        """Mark it probably fired if its deadline passed unconfirmed; True if it just did."""
+        if self.state not in (SwitchState.ARMED, SwitchState.AT_RISK):
+            return False
+        if self.deadline is None or now < self.deadline:
+            return False
+        self.state = SwitchState.PROBABLY_FIRED
+        return True
+
+    def lost(self, now: float, rearm: bool) -> None:
+        """The server confirmed the event is gone."""
+        self.stats.losses += 1
+        self.deadline = None
+        self.failures = 0
+        if rearm:
+            self.state = SwitchState.REARMING
+            self.next_at = now
+        else:
+            self.state = SwitchState.FIRED
+            self.next_at = None
+
+    def rearmed(self, sent_at: float) -> None:
+        self.stats.rearms += 1
+        self.armed(sent_at)

@@ -1,0 +1,523 @@
+"""Every branch of the keep-alive manager, on a controllable clock, against the fake homeserver.
+
+The fake homeserver fires delayed events on the same FakeClock, so "the deadline passes" means
+the same thing to the client and to the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from nio_delayed import (
+    AliveEvent,
+    DeadMansSwitch,
+    DelayedAsyncClient,
+    ExitPolicy,
+    InvalidInput,
+    KeepAliveError,
+    KeepAliveManager,
+    LeftoverPolicy,
+    LostPolicy,
+    SwitchArmError,
+    SwitchEvent,
+    SwitchEventKind,
+    SwitchState,
+    UnsupportedServerError,
+)
+from nio_delayed.testing import FakeClock, FakeHomeserver, Fault
+
+from .conftest import fake_client
+
+ROOM = "!room:fake"
+OFFLINE = {"msgtype": "m.notice", "body": "bot offline"}
+RATE_LIMITED = {"errcode": "M_LIMIT_EXCEEDED", "error": "Too Many Requests", "retry_after_ms": 2000}
+
+
+@dataclass
+class Env:
+    clock: FakeClock
+    server: FakeHomeserver
+    client: DelayedAsyncClient
+    manager: KeepAliveManager
+    events: list[SwitchEvent] = field(default_factory=list)
+
+    def kinds(self) -> list[SwitchEventKind]:
+        return [e.kind for e in self.events]
+
+    def fired(self) -> list[dict[str, object]]:
+        return [e for e in self.server.room_events if e["content"].get("body") == OFFLINE["body"]]
+
+    async def new_manager(self, **options: Any) -> KeepAliveManager:
+        """A second process of the same bot: a new client and manager, same account."""
+        client = DelayedAsyncClient(self.server.url, self.client.user_id)
+        client.restore_login(self.client.user_id, "DEVICE2", self.client.access_token)
+        manager = KeepAliveManager(client, clock=self.clock, seed=2, **options)
+        manager.on_event(self.events.append)
+        return manager
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[Env]:
+    clock = FakeClock()
+    async with FakeHomeserver(clock=clock, stable=True, unstable=False) as server:
+        client = await fake_client(server)
+        manager = KeepAliveManager(client, clock=clock, seed=1, request_timeout=5)
+        environment = Env(clock, server, client, manager)
+        manager.on_event(environment.events.append)
+        yield environment
+        await manager.close()
+        await client.close()
+
+
+async def add(env: Env, delay: float = 30, **options: Any) -> DeadMansSwitch:
+    return await env.manager.add(
+        ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=delay), **options
+    )
+
+
+# 1. support first -----------------------------------------------------------------------------
+
+
+async def test_unsupported_server_raises_and_sends_nothing() -> None:
+    async with FakeHomeserver(delayed_events=False) as server:
+        client = await fake_client(server)
+        manager = KeepAliveManager(client)
+        with pytest.raises(UnsupportedServerError, match="nothing was sent"):
+            await manager.add(ROOM, "m.room.message", OFFLINE, delay=30_000)
+        await client.close()
+    assert server.room_events == []
+    assert {r.method for r in server.requests} == {"GET"}
+
+
+async def test_bad_arguments_are_refused_before_anything_is_sent(env: Env) -> None:
+    with pytest.raises(InvalidInput, match="delay"):
+        await env.manager.add(ROOM, "m.room.message", OFFLINE, delay=0)
+    with pytest.raises(InvalidInput, match="room_id"):
+        await env.manager.add("#alias:x", "m.room.message", OFFLINE, delay=1000)
+    assert env.server.requests == []
+
+
+async def test_one_event_is_guarded_by_one_switch(env: Env) -> None:
+    await add(env)
+    with pytest.raises(KeepAliveError, match="already guards"):
+        await add(env)
+
+
+async def test_an_event_the_server_refuses_raises_with_its_error(env: Env) -> None:
+    env.server.inject(
+        Fault(
+            path_contains="/delayed_event/",
+            status=403,
+            body={"errcode": "M_FORBIDDEN", "error": "not in room"},
+        )
+    )
+    with pytest.raises(SwitchArmError, match="not in room") as caught:
+        await add(env)
+    assert caught.value.error is not None
+    assert caught.value.error.kind.value == "forbidden"
+    assert env.manager.switches == []
+
+
+# 2. delay above the server's maximum ----------------------------------------------------------
+
+
+async def test_delay_above_the_maximum_is_lowered_with_a_warning(env: Env) -> None:
+    env.server.max_delay_ms = 12_000
+    switch = await env.manager.add(
+        ROOM, "m.room.message", OFFLINE, delay=timedelta(minutes=5), restart_interval=60
+    )
+    assert switch.requested_delay == timedelta(minutes=5)
+    assert switch.delay == timedelta(seconds=12)
+    assert switch.restart_interval == timedelta(seconds=4)  # re-derived from the new delay
+    [warning] = [e for e in env.events if e.kind is SwitchEventKind.DELAY_LOWERED]
+    assert "12000 ms" in warning.message
+    await env.clock.advance(60)
+    assert env.fired() == []
+
+
+# 3. arm first, then "alive" ---------------------------------------------------------------------
+
+
+async def test_armed_before_alive_is_published(env: Env) -> None:
+    alive = AliveEvent("org.example.status", {"online": True}, state_key="bot")
+    switch = await add(env, alive=alive)
+    writes = [r.path for r in env.server.requests if r.method == "PUT"]
+    assert "/delayed_event/" in writes[0]
+    assert "/state/org.example.status/bot" in writes[1]
+    assert env.kinds()[:2] == [SwitchEventKind.ARMED, SwitchEventKind.ALIVE_PUBLISHED]
+    assert switch.state is SwitchState.ARMED
+
+
+# 4. deadlines, bounded attempts, back-off, the shared 429 gate -------------------------------
+
+
+async def test_a_switch_never_fires_while_the_manager_runs(env: Env) -> None:
+    switch = await add(env, delay=30)
+    await env.clock.advance(600)
+    assert env.fired() == []
+    stats = switch.stats
+    assert 60 <= stats.restarts_ok <= 67  # every 9-10 s for 600 s
+    assert stats.restarts_failed == 0
+    assert stats.min_margin >= 19.9  # restarted with two thirds of the delay to spare
+    assert switch.state is SwitchState.ARMED
+    assert 20 <= switch.deadline_in <= 30
+
+
+async def test_failing_restarts_put_it_at_risk_and_back_off_until_one_succeeds(env: Env) -> None:
+    switch = await add(env, delay=30)
+    env.server.inject(Fault(path_contains="/restart", status=503, body="unavailable", times=4))
+    await env.clock.advance(60)
+    assert env.fired() == []
+    kinds = env.kinds()
+    assert SwitchEventKind.AT_RISK in kinds
+    assert kinds.index(SwitchEventKind.RECOVERED) > kinds.index(SwitchEventKind.AT_RISK)
+    stats = switch.stats
+    assert (stats.restarts_failed, stats.retries) == (4, 4)
+    assert switch.state is SwitchState.ARMED
+    failed = [r.at for r in env.server.requests_to("/restart") if r.fault]
+    gaps = [b - a for a, b in itertools.pairwise(failed)]
+    assert all(gap >= 0.05 for gap in gaps)  # backed off, never hammered
+
+
+async def test_dropped_connections_are_not_fatal(env: Env) -> None:
+    switch = await add(env, delay=30)
+    env.server.inject(Fault(path_contains="/restart", drop=True, times=3))
+    await env.clock.advance(60)
+    assert env.fired() == []
+    assert switch.state is SwitchState.ARMED
+    assert switch.stats.restarts_failed == 3
+
+
+async def test_429_storm_across_100_switches_shares_one_gate() -> None:
+    """100 switches due within two seconds of each other, against a server that allows 10
+    management requests a second (burst 10), as Synapse's rc_delayed_event_mgmt does."""
+    clock = FakeClock()
+    async with FakeHomeserver(clock=clock, management_rate=(10, 10)) as server:
+        client = await fake_client(server)
+        manager = KeepAliveManager(client, clock=clock, seed=3)
+        switches = [
+            await manager.add(ROOM, "m.room.message", OFFLINE, delay=60_000, key=str(n))
+            for n in range(100)
+        ]
+        await clock.advance(300)
+        states = [s.state for s in switches]
+        stats = manager.stats()
+        fired = list(server.room_events)
+        await manager.close()
+        await client.close()
+    assert states == [SwitchState.ARMED] * 100
+    assert fired == []  # the hints left time: no deadline was missed
+    restarts = server.requests_to("/restart")
+    limited = [r for r in restarts if r.status == 429]
+    assert limited, "the storm must have happened"
+    for hinted in limited:
+        # Once told to wait, no request leaves before the hint has passed.
+        wait = hinted.answer["retry_after_ms"] / 1000
+        assert not [r for r in restarts if hinted.at < r.at < hinted.at + wait]
+    ok = len(restarts) - len(limited)
+    print(f"429 storm: {ok} restarts confirmed, {len(limited)} answered 429")
+    assert ok <= 100 * (300 // 18 + 1)  # no more than the interval needs
+    assert len(limited) <= ok * 0.2
+    assert stats.rate_limit_waits == len(limited)
+
+
+# 5. 404 / 409: the event is gone ----------------------------------------------------------------
+
+
+async def test_gone_without_a_record_is_rearmed_and_alive_republished(env: Env) -> None:
+    alive = AliveEvent("org.example.status", {"online": True}, state_key="bot")
+    switch = await add(env, delay=30, alive=alive)
+    old = switch.delay_id
+    env.server.forget(old)  # as Synapse does after another user's overwrite
+    await env.clock.advance(11)
+    [lost] = [e for e in env.events if e.kind is SwitchEventKind.LOST]
+    assert "the server keeps no record" in lost.message
+    assert SwitchEventKind.REARMED in env.kinds()
+    assert switch.delay_id != old
+    assert switch.state is SwitchState.ARMED
+    assert switch.stats.rearms == 1
+    assert len(env.server.requests_to("/state/org.example.status/bot")) == 2
+    assert [e["delay_id"] for e in env.server.scheduled()] == [switch.delay_id]
+
+
+async def test_conflict_after_a_fire_is_reported_with_the_outcome(env: Env) -> None:
+    switch = await add(env, delay=30)
+    env.server.fire(switch.delay_id)
+    await env.clock.advance(11)
+    [lost] = [e for e in env.events if e.kind is SwitchEventKind.LOST]
+    assert lost.error is not None
+    assert lost.error.http_status == 409
+    assert "it was sent" in lost.message
+    assert switch.state is SwitchState.ARMED
+
+
+async def test_lost_with_the_stop_policy_ends_in_fired(env: Env) -> None:
+    switch = await add(env, delay=30, on_lost=LostPolicy.STOP)
+    env.server.cancel(switch.delay_id)
+    await env.clock.advance(11)
+    assert switch.state is SwitchState.FIRED
+    assert "it was cancelled" in env.events[-1].message
+    assert env.manager.switches == []
+    assert env.server.scheduled() == []
+
+
+# 6. no answer until the deadline passes -------------------------------------------------------
+
+
+async def test_network_down_past_the_deadline_then_back_rearms_exactly_once(env: Env) -> None:
+    switch = await add(env, delay=30)
+    deadline = env.clock.now() + 30
+    outage = env.server.inject(Fault(path_contains="/restart", drop=True, times=None))
+    await env.clock.advance(40)
+    [probably] = [e for e in env.events if e.kind is SwitchEventKind.PROBABLY_FIRED]
+    assert 0 <= probably.at - deadline <= 1.0  # reported within 1 s of the predicted deadline
+    assert len(env.fired()) == 1  # the server did send it: the bot looked dead
+    assert SwitchEventKind.REARMED not in env.kinds()  # never a second switch while unsure
+    outage.times = 0  # the network is back
+    await env.clock.advance(35)
+    assert SwitchEventKind.REARMED in env.kinds()
+    assert switch.state is SwitchState.ARMED
+    assert len(env.server.scheduled()) == 1
+
+
+async def test_lost_answers_past_the_deadline_then_back_resume_without_rearming(env: Env) -> None:
+    """The restarts reached the server (so it never fired); only the answers were lost."""
+    switch = await add(env, delay=30)
+    outage = env.server.inject(Fault(path_contains="/restart", drop_answer=True, times=None))
+    await env.clock.advance(40)
+    assert switch.state is SwitchState.PROBABLY_FIRED
+    outage.times = 0
+    await env.clock.advance(30)
+    assert switch.state is SwitchState.ARMED
+    assert SwitchEventKind.RECOVERED in env.kinds()
+    assert SwitchEventKind.REARMED not in env.kinds()
+    assert env.fired() == []
+    assert len(env.server.scheduled()) == 1
+
+
+# 7. event-loop stalls and host suspends ------------------------------------------------------
+
+
+async def test_stall_longer_than_the_delay_is_noticed_verified_and_rearmed(env: Env) -> None:
+    switch = await add(env, delay=30)
+    await env.clock.settle()
+    await env.clock.stall(100)  # the loop was blocked (or the host asleep) for 100 s
+    assert env.manager.stalls == 1
+    kinds = env.kinds()
+    assert SwitchEventKind.PROBABLY_FIRED in kinds
+    assert kinds.index(SwitchEventKind.REARMED) > kinds.index(SwitchEventKind.PROBABLY_FIRED)
+    assert len(env.fired()) == 1  # the server fired it during the stall
+    assert switch.state is SwitchState.ARMED
+    assert len(env.server.scheduled()) == 1
+
+
+async def test_short_stall_restarts_at_once_without_a_fire(env: Env) -> None:
+    switch = await add(env, delay=30)
+    await env.clock.settle()
+    await env.clock.stall(25)  # past the restart (due at 18-20 s), not past the deadline (30 s)
+    assert env.manager.stalls == 1
+    assert SwitchEventKind.STALL in env.kinds()
+    assert switch.stats.restarts_ok == 1
+    await env.clock.advance(60)
+    assert env.fired() == []
+
+
+async def test_stall_before_the_scheduler_slept_is_still_reported(env: Env) -> None:
+    """The loop froze right after arming, before the scheduler set its timer: the late restart
+    finds its deadline already passed."""
+    switch = await add(env, delay=30)
+    await env.clock.stall(100)
+    assert SwitchEventKind.PROBABLY_FIRED in env.kinds()
+    assert switch.state is SwitchState.ARMED
+    assert switch.stats.rearms == 1
+    assert len(env.server.scheduled()) == 1
+
+
+# 8. process restarts -------------------------------------------------------------------------
+
+
+async def test_message_switches_carry_their_key(env: Env) -> None:
+    await add(env, delay=30, key="status")
+    [scheduled] = env.server.scheduled()
+    assert scheduled["content"] == {**OFFLINE, "org.nio_delayed.switch": "status"}
+
+
+async def test_a_delayed_message_that_no_switch_made_is_left_alone(env: Env) -> None:
+    reminder = await env.client.room_send_delayed(ROOM, "m.room.message", OFFLINE, 60_000)
+    await env.manager.close()
+    manager = await env.new_manager()
+    await manager.add(ROOM, "m.room.message", OFFLINE, delay=30_000)
+    assert SwitchEventKind.ADOPTED not in env.kinds()
+    assert SwitchEventKind.LEFTOVER_CANCELLED not in env.kinds()
+    assert reminder.delay_id in {e["delay_id"] for e in env.server.scheduled()}
+    await manager.close()
+    await manager.client.close()
+
+
+async def test_restarted_bot_adopts_the_switch_its_previous_process_left(env: Env) -> None:
+    first = await add(env, delay=30, on_exit=ExitPolicy.KEEP)
+    await env.manager.close()  # the process dies; its event stays scheduled
+    await env.clock.advance(20)
+    second_manager = await env.new_manager()
+    second = await second_manager.add(ROOM, "m.room.message", OFFLINE, delay=30_000)
+    assert second.delay_id == first.delay_id
+    assert SwitchEventKind.ADOPTED in env.kinds()
+    await env.clock.advance(120)
+    assert env.fired() == []
+    assert len(env.server.scheduled()) == 1
+    await second_manager.close()
+    await second_manager.client.close()
+
+
+@pytest.mark.parametrize("why", ["policy", "content changed"])
+async def test_leftovers_are_cancelled_after_the_new_switch_is_armed(env: Env, why: str) -> None:
+    await add(env, delay=30, on_exit=ExitPolicy.KEEP)
+    await add(env, delay=30, on_exit=ExitPolicy.KEEP, state_key="x")
+    await env.manager.close()
+    manager = await env.new_manager()
+    if why == "policy":
+        await manager.add(
+            ROOM, "m.room.message", OFFLINE, delay=30_000, on_leftover=LeftoverPolicy.CANCEL
+        )
+    else:
+        await manager.add(ROOM, "m.room.message", {**OFFLINE, "v": 2}, delay=30_000)
+    await manager.add(ROOM, "m.room.message", {"new": True}, delay=30_000, state_key="x")
+    writes = [r.path for r in env.server.requests if r.method in ("PUT", "POST")][-4:]
+    assert "/delayed_event/" in writes[0]  # armed first...
+    assert writes[1].endswith("/cancel")  # ...then the leftover cancelled
+    assert len(env.server.scheduled()) == 2  # exactly one per key
+    assert env.kinds().count(SwitchEventKind.LEFTOVER_CANCELLED) == 2
+    await env.clock.advance(60)
+    assert env.server.room_events == []
+    await manager.close()
+    await manager.client.close()
+
+
+# 9. stopping ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("policy", "fired", "scheduled"),
+    [(ExitPolicy.SEND, 1, 0), (ExitPolicy.CANCEL, 0, 0), (ExitPolicy.KEEP, 0, 1)],
+)
+async def test_exit_policies(env: Env, policy: ExitPolicy, fired: int, scheduled: int) -> None:
+    switch = await add(env, delay=30, on_exit=policy)
+    await switch.stop()
+    assert switch.state is SwitchState.STOPPED
+    assert (len(env.fired()), len(env.server.scheduled())) == (fired, scheduled)
+    await env.clock.advance(20)
+    assert len(env.server.requests_to("/restart")) == 0  # stopped restarting
+
+
+async def test_stop_is_idempotent_and_concurrent_stops_send_once(env: Env) -> None:
+    switch = await add(env, delay=30)
+    await asyncio.gather(switch.stop(), switch.stop(), env.manager.close())
+    await switch.stop()
+    assert len(env.server.requests_to("/send")) == 1
+    assert len(env.fired()) == 1
+    assert env.kinds().count(SwitchEventKind.STOPPED) == 1
+
+
+async def test_stop_treats_already_finalised_as_done(env: Env) -> None:
+    switch = await add(env, delay=30)
+    env.server.forget(switch.delay_id)
+    await switch.stop()
+    assert switch.state is SwitchState.STOPPED
+    assert "already finalised" in env.events[-1].message
+    assert env.events[-1].error is None
+
+
+async def test_stop_that_cannot_reach_the_server_says_the_event_will_fire(env: Env) -> None:
+    switch = await add(env, delay=30)
+    env.server.inject(Fault(path_contains="/send", status=503, body="down", times=None))
+    await switch.stop()
+    stopped = env.events[-1]
+    assert stopped.kind is SwitchEventKind.STOPPED
+    assert stopped.error is not None
+    assert "fires by itself" in stopped.message
+
+
+async def test_close_soon_is_safe_from_a_signal_handler(env: Env) -> None:
+    switch = await add(env, delay=30)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGUSR1, env.manager.close_soon)
+    try:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        await asyncio.wait_for(env.manager.wait_closed(), 10)
+    finally:
+        loop.remove_signal_handler(signal.SIGUSR1)
+    assert switch.state is SwitchState.STOPPED
+    assert env.manager.closed
+    with pytest.raises(KeepAliveError, match="closed"):
+        await add(env)
+
+
+async def test_client_close_stops_its_switches_by_policy(env: Env) -> None:
+    client = env.client
+    client.keep_alive.clock = env.clock  # the client's own manager, on the test clock
+    async with client.dead_mans_switch(ROOM, "m.room.message", OFFLINE, delay=30_000) as switch:
+        assert switch.state is SwitchState.ARMED
+        await env.clock.advance(25)
+        assert switch.stats.restarts_ok >= 2
+    assert switch.state is SwitchState.STOPPED
+    assert len(env.fired()) == 1  # default exit policy: send it now
+
+    other = await client.keep_alive.add(
+        ROOM, "m.room.message", OFFLINE, delay=30_000, on_exit=ExitPolicy.CANCEL, key="2"
+    )
+    await client.close()
+    assert other.state is SwitchState.STOPPED
+    assert env.server.scheduled() == []
+
+
+# observability ----------------------------------------------------------------------------------
+
+
+async def test_events_as_an_async_iterator(env: Env) -> None:
+    stream = env.manager.events()
+    switch = await add(env, delay=30)
+    await switch.stop()
+    stream.close()
+    seen = [event.kind async for event in stream]
+    assert seen == [SwitchEventKind.ARMED, SwitchEventKind.STOPPED]
+
+
+async def test_switch_callbacks_and_wait_for(env: Env) -> None:
+    switch = await add(env, delay=30)
+    mine: list[SwitchEventKind] = []
+    switch.on_event(lambda event: mine.append(event.kind))
+    env.server.forget(switch.delay_id)
+    waiter = asyncio.ensure_future(switch.wait_for(SwitchState.REARMING, timeout=5))
+    await env.clock.advance(11)
+    assert await waiter is SwitchState.REARMING or switch.state is SwitchState.ARMED
+    assert mine == [SwitchEventKind.LOST, SwitchEventKind.REARMED]
+
+
+async def test_manager_stats_sum_the_switches(env: Env) -> None:
+    await add(env, delay=30)
+    await env.manager.add(ROOM, "m.room.message", OFFLINE, delay=60_000, key="other")
+    await env.clock.advance(61)
+    stats = env.manager.stats()
+    assert stats.restarts_ok >= 6 + 3
+    assert stats.min_margin is not None
+    assert stats.min_margin > 19
+
+
+async def test_a_broken_callback_does_not_stop_the_keep_alive(env: Env) -> None:
+    def broken(event: SwitchEvent) -> None:
+        raise RuntimeError("bug in the bot")
+
+    env.manager.on_event(broken)
+    switch = await add(env, delay=30)
+    await env.clock.advance(60)
+    assert switch.state is SwitchState.ARMED
+    assert env.fired() == []
