@@ -1,11 +1,11 @@
-"""Quick start: a "bot went offline" message that the server sends only if the bot stops
-restarting its timer.
+"""Quick start: a dead-man's switch. The bot's "bot went offline" message is scheduled on the
+server and kept from firing while the bot lives; when the bot stops, the server sends it.
 
     make demo                      # starts a throwaway Synapse on 127.0.0.1 and runs this
 
-The bot schedules the message with a 2 s delay and restarts the timer every second: while it
-does, nothing is sent. Then it stops (as a crashed bot would) and the watcher sees the message
-about 2 s later, sent by the server on the bot's behalf.
+The bot arms the switch with a 2 s delay; the keep-alive restarts it every ~0.67 s. After a few
+seconds the bot stops restarting (as a crashed bot would: ``on_exit=ExitPolicy.KEEP`` leaves
+the event armed) and the watcher sees the message about one delay after the last restart.
 """
 
 from __future__ import annotations
@@ -16,33 +16,31 @@ from datetime import timedelta
 
 from nio import MessageDirection, RoomMessagesResponse
 
-from nio_delayed import DelayedAsyncClient, RoomSendDelayedResponse, UpdateDelayedEventResponse
+from nio_delayed import DelayedAsyncClient, ExitPolicy, SwitchEvent
 from nio_delayed.devserver import DevServer
 
 LAST_WILL = {"msgtype": "m.notice", "body": "bot went offline"}
 
 
-async def keep_alive_then_die(
-    bot: DelayedAsyncClient, room_id: str, delay: timedelta, alive_for: float
-) -> float:
-    """Schedule the last will, restart it for ``alive_for`` s, then stop. Returns the time of
-    the last successful restart (monotonic clock)."""
-    support = await bot.delayed_events_support()
-    print(support)
-    scheduled = await bot.room_send_delayed(room_id, "m.room.message", LAST_WILL, delay)
-    if not isinstance(scheduled, RoomSendDelayedResponse):
-        raise SystemExit(f"could not schedule the last will: {scheduled}")
-    print(f"last will scheduled ({scheduled.delay_id.short}), delay {delay.total_seconds()} s")
-    last_restart = started = time.monotonic()
-    while time.monotonic() - started < alive_for:
-        await asyncio.sleep(delay.total_seconds() / 2)  # restart well inside the delay
-        restarted = await bot.restart_delayed_event(scheduled.delay_id)
-        if not isinstance(restarted, UpdateDelayedEventResponse):
-            raise SystemExit(f"restart failed: {restarted}")
-        last_restart = time.monotonic()
-        print("  alive: timer restarted")
+def show(event: SwitchEvent) -> None:
+    print(f"  switch {event.kind.value}: {event.message}")
+
+
+async def live_then_die(bot: DelayedAsyncClient, room_id: str, delay: timedelta) -> float:
+    """Keep a switch for a while, then stop restarting it. Returns the predicted moment the
+    server sends the event (on the monotonic clock)."""
+    print(await bot.delayed_events_support())
+    bot.keep_alive.on_event(show)
+    async with bot.dead_mans_switch(
+        room_id, "m.room.message", LAST_WILL, delay=delay, on_exit=ExitPolicy.KEEP
+    ) as switch:
+        print(f"alive; restarting every {switch.restart_interval.total_seconds():.2f} s")
+        await asyncio.sleep(3 * delay.total_seconds())
+        stats = switch.stats
+        print(f"  {stats.restarts_ok} restarts, smallest margin {stats.min_margin:.2f} s")
+        due = time.monotonic() + (switch.deadline_in or 0)
     print("bot stops restarting (as if it had crashed)")
-    return last_restart
+    return due
 
 
 async def wait_for_message(watcher: DelayedAsyncClient, room_id: str, timeout: float) -> str:
@@ -51,14 +49,15 @@ async def wait_for_message(watcher: DelayedAsyncClient, room_id: str, timeout: f
         resp = await watcher.room_messages(room_id, direction=MessageDirection.back, limit=20)
         if isinstance(resp, RoomMessagesResponse):
             for event in resp.chunk:
-                if event.source.get("content") == LAST_WILL:
+                if event.source.get("content", {}).get("body") == LAST_WILL["body"]:
                     return str(event.source["sender"])
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.02)
     raise SystemExit(f"the watcher saw nothing within {timeout} s")
 
 
 async def demo(server: DevServer, delay: timedelta = timedelta(seconds=2)) -> float:
-    """Run the story on ``server``; returns seconds from the last restart to the message."""
+    """Run the story on ``server``; returns seconds from the predicted deadline to the message
+    reaching the watcher."""
     bot_user, watcher_user = server.register_user("bot"), server.register_user("watcher")
     bot = DelayedAsyncClient(server.url, bot_user.user_id)
     bot.restore_login(bot_user.user_id, bot_user.device_id, bot_user.access_token)
@@ -68,15 +67,11 @@ async def demo(server: DevServer, delay: timedelta = timedelta(seconds=2)) -> fl
         room = await bot.room_create(invite=[watcher_user.user_id])
         room_id = room.room_id  # type: ignore[union-attr]
         await watcher.join(room_id)
-        last_restart = await keep_alive_then_die(
-            bot, room_id, delay, alive_for=3 * delay.total_seconds()
-        )
+        due = await live_then_die(bot, room_id, delay)
         sender = await wait_for_message(watcher, room_id, timeout=delay.total_seconds() + 10)
-        elapsed = time.monotonic() - last_restart
-        print(
-            f"watcher received the last will from {sender} {elapsed:.2f} s after the last restart"
-        )
-        return elapsed
+        late = time.monotonic() - due
+        print(f"watcher received the last will from {sender}, {late:+.3f} s from its deadline")
+        return late
     finally:
         await bot.close()
         await watcher.close()

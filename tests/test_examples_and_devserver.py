@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,10 +33,9 @@ def test_quickstart_demo_runs_end_to_end_and_cleans_up() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "delayed events supported: legacy dialect" in result.stdout
     assert "watcher received the last will from @bot:localhost" in result.stdout
-    match = re.search(r"([\d.]+) s after the last restart", result.stdout)
+    match = re.search(r"([+-][\d.]+) s from its deadline", result.stdout)
     assert match is not None, result.stdout
-    elapsed = float(match.group(1))
-    assert 2.0 <= elapsed < 4.0  # a 2 s delay, fired ~20 ms late on loopback
+    assert -0.05 <= float(match.group(1)) < 1.0  # Synapse fires ~20 ms after the due time
     assert "Synapse stopped and its files deleted" in result.stdout
 
 
@@ -46,10 +47,10 @@ async def test_quickstart_demo_on_the_older_generation() -> None:
         sys.path.remove(str(ROOT / "examples"))
     server = _start(LEGACY_SYNAPSE)
     try:
-        elapsed = await demo(server)
+        late = await demo(server)
     finally:
         server.close()
-    assert 2.0 <= elapsed < 4.0
+    assert -0.05 <= late < 1.0
 
 
 async def test_scheduled_events_survive_a_synapse_restart(room: Room) -> None:
@@ -103,12 +104,22 @@ def test_a_synapse_that_cannot_start_says_why() -> None:
 async def test_readme_quick_start_works_as_written(room: Room) -> None:
     readme = (ROOT / "README.md").read_text()
     snippet = readme.split("```python\n", 1)[1].split("```", 1)[0]
-    namespace: dict[str, object] = {}
+    namespace: dict[str, Any] = {}
     exec(compile(snippet, "README.md", "exec"), namespace)
-    await namespace["arm_last_will"](room.bot, room.room_id)  # type: ignore[operator]
-    listing = await room.bot.delayed_events()
-    assert isinstance(listing, DelayedEventsListResponse)
-    [armed] = listing.scheduled
-    assert armed.content["body"] == "bot went offline"
-    assert armed.delay_ms == 30_000
-    await room.bot.cancel_delayed_event(armed.delay_id)
+    armed: list[DelayedEventsListResponse] = []
+
+    async def work() -> None:
+        listing = await room.bot.delayed_events()
+        assert isinstance(listing, DelayedEventsListResponse)
+        armed.append(listing)
+        await asyncio.sleep(0.5)
+
+    await namespace["run"](room.bot, room.room_id, work)
+    [scheduled] = armed[0].scheduled
+    assert scheduled.delay_ms == 30_000
+    assert scheduled.content["body"] == "bot went offline"
+
+    async def sent_on_exit() -> bool:
+        return any(m["content"]["body"] == "bot went offline" for m in await room.messages())
+
+    await room.wait_for(sent_on_exit, timeout=5)

@@ -9,9 +9,12 @@ import pytest
 from nio_delayed import (
     DelayedEventsListResponse,
     GetDelayedEventResponse,
+    KeepAliveManager,
     RoomSendDelayedResponse,
+    SwitchEvent,
+    SwitchEventKind,
 )
-from nio_delayed.testing import FakeHomeserver
+from nio_delayed.testing import FakeClock, FakeHomeserver, Fault
 
 from .conftest import fake_client
 
@@ -49,3 +52,33 @@ async def test_full_api_lifecycle_logs_no_secret(
         assert delay_id not in repr(result)
         assert delay_id not in str(result)
         assert token not in repr(result)
+
+
+async def test_keep_alive_lifecycle_logs_no_secret(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    clock = FakeClock()
+    events: list[SwitchEvent] = []
+    async with FakeHomeserver(clock=clock) as server:
+        client = await fake_client(server)
+        token = client.access_token
+        manager = KeepAliveManager(client, clock=clock)
+        manager.on_event(events.append)
+        switch = await manager.add("!r:fake", "m.room.message", {"body": "bye"}, delay=30_000)
+        first_id = str(switch.delay_id)
+        server.inject(Fault(path_contains="/restart", status=503, body="down", times=2))
+        await clock.advance(25)
+        server.forget(first_id)  # lost: looked up, re-armed
+        await clock.advance(15)
+        second_id = str(switch.delay_id)
+        assert second_id != first_id
+        await manager.close()
+        await client.close()
+
+    kinds = {e.kind for e in events}
+    assert {SwitchEventKind.AT_RISK, SwitchEventKind.LOST, SwitchEventKind.REARMED} <= kinds
+    texts = [r.getMessage() for r in caplog.records] + [repr(switch)]
+    texts += [repr(e) for e in events] + [e.message for e in events]
+    for text in texts:
+        for secret in (token, first_id, second_id):
+            assert secret not in text
+        assert "bye" not in text  # content stays out of logs and reprs
