@@ -392,6 +392,11 @@ class KeepAliveManager:
             await self._cancel_leftover(switch, leftover)
         await self._publish_alive(switch)
         self._switches[id(switch)] = switch
+        if self._close_task is not None:
+            # close() began while this switch was being armed, and did not see it.
+            await self.stop_switch(switch)
+            raise KeepAliveError("the keep-alive manager was closed while the switch was added")
+        self._watch_deadline(switch)
         self._schedule(switch)
         return switch
 
@@ -542,8 +547,11 @@ class KeepAliveManager:
         self._wake.set()
 
     def _watch_deadline(self, switch: DeadMansSwitch) -> None:
+        """Wake at the switch's deadline, so that one passing unconfirmed is reported on time
+        (also when the switch is held behind the rate-limit gate)."""
         deadline = switch.machine.deadline
-        if deadline is not None:
+        if deadline is not None and deadline != switch.watched_deadline:
+            switch.watched_deadline = deadline
             heapq.heappush(self._watch, (deadline, next(self._seq), switch))
 
     async def _run_scheduler(self) -> None:
@@ -632,6 +640,7 @@ class KeepAliveManager:
         finally:
             switch.idle.set()
             self._in_flight -= 1
+            self._watch_deadline(switch)
             self._schedule(switch)
 
     async def _restart(self, switch: DeadMansSwitch) -> None:
@@ -684,8 +693,6 @@ class KeepAliveManager:
                 "" if machine.deadline is None else f"; deadline in {machine.deadline - now:.2f} s"
             )
             self._emit(switch, kind, f"restarts are failing{left}", resp)
-        if state is SwitchState.AT_RISK:
-            self._watch_deadline(switch)
 
     def _note_rate_limit(
         self, switch: DeadMansSwitch, resp: DelayedEventError, now: float

@@ -147,6 +147,7 @@ class DeadMansSwitch:
         self.idle = asyncio.Event()
         self.idle.set()
         self.generation = 0
+        self.watched_deadline: float | None = None
         self.tx_id: str | None = None
         self.stop_task: asyncio.Future[None] | None = None
         self.callbacks: list[Callable[[SwitchEvent], None]] = []

@@ -230,6 +230,34 @@ async def test_429_storm_across_100_switches_shares_one_gate() -> None:
     assert stats.rate_limit_waits == len(limited)
 
 
+async def test_a_switch_held_behind_the_gate_past_its_deadline_is_reported_on_time(
+    env: Env,
+) -> None:
+    """One switch is told to wait 60 s; the other, which never failed, waits behind the same
+    gate past its own deadline and must be reported then, not when the gate opens."""
+    switches = [await add(env, delay=30, key=str(n)) for n in range(2)]
+    deadlines = {s.delay_id: env.clock.now() + 30 for s in switches}
+    hint = {"errcode": "M_LIMIT_EXCEEDED", "error": "slow down", "retry_after_ms": 60_000}
+    env.server.inject(Fault(path_contains="/restart", status=429, body=hint))
+    await env.clock.advance(45)
+    reports = [e for e in env.events if e.kind is SwitchEventKind.PROBABLY_FIRED]
+    assert sorted(e.switch.delay_id for e in reports) == sorted(deadlines)
+    for report in reports:
+        assert 0 <= report.at - deadlines[report.switch.delay_id] <= 1.0
+    assert len(env.server.requests_to("/restart")) == 1  # the hint was obeyed all along
+    assert [s.state for s in switches] == [SwitchState.PROBABLY_FIRED] * 2
+
+
+async def test_a_switch_added_while_closing_is_stopped_not_left_behind(env: Env) -> None:
+    adding = asyncio.ensure_future(add(env, delay=30, on_exit=ExitPolicy.CANCEL))
+    await asyncio.sleep(0)  # add() is under way...
+    closing = asyncio.ensure_future(env.manager.close())  # ...when the manager closes
+    with pytest.raises(KeepAliveError, match="closed"):
+        await adding
+    await closing
+    assert env.server.scheduled() == []
+
+
 # 5. 404 / 409: the event is gone ----------------------------------------------------------------
 
 
