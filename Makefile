@@ -8,9 +8,10 @@ LEGACY_VENV := .venv-synapse-$(LEGACY_SYNAPSE)
 
 .PHONY: demo test lint typecheck pytest clean
 
-# The main job: a throwaway Synapse on 127.0.0.1 and a bot whose last will fires when it stops.
+# The main job: a throwaway Synapse on 127.0.0.1, a bot with a dead-man's switch, SIGKILL,
+# and the bot's last words arriving at a second account, timed.
 demo: $(BIN)/.installed
-	$(BIN)/python examples/quickstart.py
+	$(BIN)/nio-delayed demo
 
 test: lint typecheck pytest
 

@@ -94,7 +94,9 @@ class DevServer:
         extra_config: dict[str, Any] | None = None,
         startup_timeout: float = 90.0,
     ) -> None:
-        self.python = str(python) if python is not None else sys.executable
+        # Synapse runs in its own directory, so a relative interpreter path is resolved now.
+        python = str(python) if python is not None else sys.executable
+        self.python = os.path.abspath(python) if os.sep in python else python
         self.server_name = server_name
         self.startup_timeout = startup_timeout
         self._delayed_events = delayed_events

@@ -93,6 +93,16 @@ def test_kill_is_a_crash_and_start_comes_back() -> None:
         server.close()
 
 
+def test_a_relative_interpreter_path_works(monkeypatch: pytest.MonkeyPatch) -> None:
+    venv = Path(sys.executable).parent.parent
+    monkeypatch.chdir(venv.parent)
+    server = DevServer(python=os.path.relpath(sys.executable)).start()
+    try:
+        assert server.version
+    finally:
+        server.close()
+
+
 def test_a_synapse_that_cannot_start_says_why() -> None:
     server = DevServer(python=sys.executable, extra_config={"listeners": "not a list"})
     with pytest.raises(DevServerError, match="exited with code"):
