@@ -39,6 +39,7 @@ def add_operator_commands(commands: argparse._SubParsersAction[argparse.Argument
         parser = commands.add_parser(name, help=help, description=help)
         add_credential_options(parser)
         parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+        parser.set_defaults(needs_client=True)
         return parser
 
     command(

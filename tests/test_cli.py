@@ -1,0 +1,291 @@
+"""The nio-delayed command, against real Synapse where it talks to a server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Callable
+
+import pytest
+
+from nio_delayed.cli import main
+from nio_delayed.devserver import DevServer
+
+from .conftest import Room
+
+pytestmark = pytest.mark.synapse
+
+CONTENT = json.dumps({"msgtype": "m.text", "body": "from the cli"})
+
+
+@pytest.fixture
+def env_for(monkeypatch: pytest.MonkeyPatch) -> Callable[[Room], None]:
+    """Clears MATRIX_*; calling it with a room sets them to the room's bot."""
+    for name in ("MATRIX_HOMESERVER", "MATRIX_USER_ID", "MATRIX_ACCESS_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+
+    def use(room: Room) -> None:
+        monkeypatch.setenv("MATRIX_HOMESERVER", room.server.url)
+        monkeypatch.setenv("MATRIX_USER_ID", room.bot.user_id)
+        monkeypatch.setenv("MATRIX_ACCESS_TOKEN", room.bot.access_token)
+
+    return use
+
+
+async def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run ``nio-delayed ARGV`` in this process (in a thread: it runs its own event loop)."""
+    capsys.readouterr()
+    try:
+        code = await asyncio.to_thread(main, list(argv))
+    except SystemExit as exc:  # argparse refusing the command line
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def env_of(room: Room) -> dict[str, str]:
+    return {
+        **os.environ,
+        "MATRIX_HOMESERVER": room.server.url,
+        "MATRIX_USER_ID": room.bot.user_id,
+        "MATRIX_ACCESS_TOKEN": room.bot.access_token,
+    }
+
+
+async def test_support(room: Room, env_for, capsys) -> None:  # type: ignore[no-untyped-def]
+    env_for(room)
+    code, out, _ = await cli(capsys, "support")
+    assert code == 0
+    assert re.search(r"supported\s+yes", out)
+    assert re.search(r"dialect\s+legacy", out)
+    code, out, _ = await cli(capsys, "support", "--json")
+    assert code == 0
+    assert json.loads(out)["dialect"] == "legacy"
+
+
+async def test_schedule_list_show_restart_send(room: Room, env_for, capsys) -> None:  # type: ignore[no-untyped-def]
+    env_for(room)
+    code, out, _ = await cli(
+        capsys, "schedule", "--room", room.room_id, "--type", "m.room.message",
+        "--content", CONTENT, "--delay", "60s", "--json",
+    )  # fmt: skip
+    assert code == 0, out
+    delay_id = json.loads(out)["delay_id"]
+
+    code, out, _ = await cli(capsys, "list")
+    assert code == 0
+    assert delay_id not in out  # tables show a prefix of the secret
+    short = delay_id[:6]
+    assert short in out
+    assert "scheduled" in out
+    code, out, _ = await cli(capsys, "list", "--json")
+    assert [e["delay_id"] for e in json.loads(out)] == [delay_id]
+
+    code, out, _ = await cli(capsys, "show", short)  # a unique prefix is enough
+    assert code == 0
+    assert re.search(r"delay\s+60.0s", out)
+    assert "from the cli" in out
+    assert (await cli(capsys, "restart", short))[1].startswith("restarted")
+    code, out, _ = await cli(capsys, "send", delay_id, "--json")
+    assert (code, json.loads(out)["ok"]) == (0, True)
+
+    async def arrived() -> bool:
+        return any(e["content"].get("body") == "from the cli" for e in await room.messages())
+
+    await room.wait_for(arrived, timeout=5)
+    code, _, err = await cli(capsys, "show", delay_id)
+    assert code == 1
+    assert "not_found" in err
+
+
+async def test_schedule_a_state_event_and_cancel_it(room: Room, env_for, capsys) -> None:  # type: ignore[no-untyped-def]
+    env_for(room)
+    code, out, _ = await cli(
+        capsys, "schedule", "--room", room.room_id, "--type", "org.example.status",
+        "--state-key", "", "--content", '{"online": false}', "--delay", "1m",
+    )  # fmt: skip
+    assert code == 0
+    delay_id = out.strip().splitlines()[-1]
+    code, out, _ = await cli(capsys, "list")
+    assert "org.example.status" in out
+    assert "''" in out  # the empty state key
+    assert (await cli(capsys, "cancel", delay_id))[0] == 0
+    assert "no delayed events" in (await cli(capsys, "list"))[1]
+
+
+async def test_bad_input_is_refused_with_a_clear_message(room: Room, env_for, capsys) -> None:  # type: ignore[no-untyped-def]
+    code, _, err = await cli(capsys, "list")
+    assert code == 2
+    assert "missing credentials: --homeserver (or MATRIX_HOMESERVER)" in err
+    env_for(room)
+    schedule = ["schedule", "--room", room.room_id, "--type", "m.room.message"]
+    for args, says in [
+        ([*schedule, "--content", CONTENT, "--delay", "0"], "a duration must be positive"),
+        ([*schedule, "--content", CONTENT, "--delay", "soon"], "is not a duration"),
+        ([*schedule, "--content", "{not json", "--delay", "1s"], "content is not valid JSON"),
+        ([*schedule, "--content", "[1]", "--delay", "1s"], "content must be a JSON object"),
+        (["schedule", "--room", "#alias:x", "--type", "t", "--content", "{}", "--delay", "1s"],
+         "room_resolve_alias"),
+    ]:  # fmt: skip
+        code, _, err = await cli(capsys, *args)
+        assert code == 2, (args, err)
+        assert says in err, (args, err)
+    code, _, err = await cli(capsys, *schedule, "--content", CONTENT, "--delay", "25h")
+    assert code == 1
+    assert "delay_too_large" in err
+    assert "86400000 ms" in err
+    code, _, err = await cli(capsys, "restart", "syd_doesnotexist")
+    assert code == 1
+    assert "error [not_found] 404 M_NOT_FOUND" in err
+    code, out, _ = await cli(capsys, "cancel", "syd_doesnotexist", "--json")
+    assert code == 1
+    assert json.loads(out)["error"]["kind"] == "not_found"
+
+
+async def test_unsupported_server_is_reported(
+    synapse_without_delayed_events: DevServer,
+    env_for,
+    capsys,  # type: ignore[no-untyped-def]
+) -> None:
+    from .conftest import make_room
+
+    async for room in make_room(synapse_without_delayed_events):
+        env_for(room)
+        code, out, _ = await cli(capsys, "support")
+        assert code == 1
+        assert re.search(r"supported\s+no", out)
+        code, _, err = await cli(
+            capsys, "schedule", "--room", room.room_id, "--type", "m.room.message",
+            "--content", CONTENT, "--delay", "1s",
+        )  # fmt: skip
+        assert code == 1
+        assert "unsupported" in err
+
+
+def run_command(room: Room, *command: str, delay: str = "2s") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nio_delayed", "run", "--room", room.room_id,
+         "--type", "m.room.message", "--content", CONTENT, "--delay", delay, "--", *command],
+        env=env_of(room), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+async def test_run_cancels_on_success_and_sends_on_failure(room: Room) -> None:
+    ok = await asyncio.to_thread(
+        run_command, room, sys.executable, "-c", "import time; time.sleep(3)"
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "switch armed" in ok.stderr
+    assert "the event was cancelled" in ok.stderr
+    assert await room.messages() == []
+    failed = await asyncio.to_thread(run_command, room, sys.executable, "-c", "raise SystemExit(3)")
+    assert failed.returncode == 3
+    assert "the event was sent" in failed.stderr
+    missing = await asyncio.to_thread(run_command, room, "no-such-command-anywhere")
+    assert missing.returncode == 127
+    assert "cannot run 'no-such-command-anywhere'" in missing.stderr
+    assert len(await room.messages()) == 2
+    listing = await room.bot.delayed_events()
+    assert listing.scheduled == []  # type: ignore[union-attr]
+
+
+async def test_run_fires_when_the_wrapper_is_killed(room: Room) -> None:
+    process = await asyncio.to_thread(
+        subprocess.Popen,
+        [sys.executable, "-m", "nio_delayed", "run", "--room", room.room_id, "--type",
+         "m.room.message", "--content", CONTENT, "--delay", "2s", "--events", "json", "--",
+         sys.executable, "-c", "import time; time.sleep(60)"],
+        env=env_of(room), stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        first = await asyncio.to_thread(process.stderr.readline)
+        assert json.loads(first)["kind"] == "armed"
+        await asyncio.sleep(3)
+        assert await room.messages() == []
+        os.killpg(process.pid, signal.SIGKILL)
+
+        async def fired() -> bool:
+            return len(await room.messages()) == 1
+
+        await room.wait_for(fired, timeout=4)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+        if process.stderr is not None:
+            process.stderr.close()
+
+
+async def test_run_refuses_to_start_the_command_on_an_unsupported_server(
+    synapse_without_delayed_events: DevServer,
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    from .conftest import make_room
+
+    marker = tmp_path / "ran"
+    async for room in make_room(synapse_without_delayed_events):
+        result = await asyncio.to_thread(run_command, room, "touch", str(marker))
+        assert result.returncode == 1
+        assert "the command was not started" in result.stderr
+        assert not marker.exists()
+
+
+def test_run_needs_a_command() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "nio_delayed", "run", "--homeserver", "http://x", "--user-id",
+         "@a:x", "--access-token", "t", "--room", "!r:x", "--type", "t", "--content", "{}",
+         "--delay", "1s"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "give the command to run after --" in result.stderr
+
+
+def test_devserver_command_prints_credentials_and_stops_on_ctrl_c() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nio_delayed", "devserver", "--json", "--users", "bot,alice"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        details = json.loads(process.stdout.readline())
+        assert [u["user_id"] for u in details["users"]] == ["@bot:localhost", "@alice:localhost"]
+        with urllib.request.urlopen(details["url"] + "/_matrix/client/versions", timeout=5) as r:
+            assert r.status == 200
+        process.send_signal(signal.SIGINT)
+        assert process.wait(30) == 0
+        with pytest.raises(ProcessLookupError):
+            os.kill(details["pid"], 0)  # Synapse is gone too
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def test_demo_runs_the_whole_story() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "nio_delayed", "demo", "--alive", "3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "Killing the bot with SIGKILL" in out
+    assert 'received "demo-bot went offline' in out
+    after_kill = float(re.search(r"([\d.]+) s after SIGKILL", out).group(1))  # type: ignore[union-attr]
+    assert after_kill <= 2.0 + 1.0
+    late_ms = float(re.search(r"([+-]\d+) ms from the deadline", out).group(1))  # type: ignore[union-attr]
+    assert -600 <= late_ms <= 1000  # status lines are 0.5 s apart: the prediction is that fresh
+    assert "Synapse stopped and its files deleted." in out
