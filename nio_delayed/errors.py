@@ -95,6 +95,11 @@ def _int_field(body: Mapping[str, Any], *names: str) -> int | None:
     return None
 
 
+def _str_field(body: Mapping[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    return value if isinstance(value, str) else None
+
+
 def _decode(body: bytes) -> Mapping[str, Any] | None:
     try:
         parsed = json.loads(body)
@@ -127,10 +132,9 @@ def classify_error(
             if kind is ErrorKind.RATE_LIMITED
             else None,
         )
-    errcode = parsed.get("errcode") if isinstance(parsed.get("errcode"), str) else None
-    legacy_code = parsed.get(_LEGACY_ERRCODE)
-    message = parsed.get("error") if isinstance(parsed.get("error"), str) else ""
-    message = message or f"HTTP {status} {errcode or 'error'}"
+    errcode = _str_field(parsed, "errcode")
+    legacy_code = _str_field(parsed, _LEGACY_ERRCODE)
+    message = _str_field(parsed, "error") or f"HTTP {status} {errcode or 'error'}"
     codes = {errcode, legacy_code}
     retry_after_ms = _int_field(parsed, "retry_after_ms")
     if retry_after_ms is None:

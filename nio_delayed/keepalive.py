@@ -160,6 +160,10 @@ class KeepAliveManager:
         self._seq = itertools.count()
         self._wake = asyncio.Event()
         self._gate_until = 0.0
+        # After a 429, requests leave at most one per ``_pace`` seconds: the server's hint is
+        # roughly its rate. Each success loosens the pace by 10%.
+        self._pace = 0.0
+        self._next_send = 0.0
         self._window = max_in_flight
         self._in_flight = 0
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -603,11 +607,13 @@ class KeepAliveManager:
 
     def _dispatch_due(self, now: float) -> None:
         while self._heap and self._heap[0][0] <= now:
-            if now < self._gate_until or self._in_flight >= self._window:
+            if now < max(self._gate_until, self._next_send) or self._in_flight >= self._window:
                 return
             _, _, generation, switch = heapq.heappop(self._heap)
             if generation != switch.generation or switch.busy or id(switch) not in self._switches:
                 continue  # rescheduled, running, or stopped since
+            if self._pace:
+                self._next_send = now + self._pace
             switch.idle.clear()
             self._in_flight += 1
             task = asyncio.create_task(self._act(switch))
@@ -621,7 +627,7 @@ class KeepAliveManager:
             if top <= now and self._in_flight >= self._window:
                 pass  # a finishing request wakes the scheduler
             else:
-                times.append(max(top, self._gate_until))
+                times.append(max(top, self._gate_until, self._next_send))
         if self._watch:
             times.append(self._watch[0][0])
         return min(times) if times else None
@@ -666,6 +672,7 @@ class KeepAliveManager:
             return  # stopped meanwhile
         if isinstance(resp, UpdateDelayedEventResponse):
             self._window = min(self.max_in_flight, self._window * 2)
+            self._pace = self._pace * 0.9 if self._pace > 0.001 else 0.0
             previous = machine.restarted(sent_at, now)
             if previous in (SwitchState.AT_RISK, SwitchState.PROBABLY_FIRED):
                 self._emit(
@@ -702,11 +709,13 @@ class KeepAliveManager:
         retry_after = (resp.retry_after_ms / 1000) if resp.retry_after_ms is not None else None
         wait = retry_after if retry_after is not None else self.backoff.wait(1, self.rng)
         switch.machine.stats.rate_limit_waits += 1
-        # One gate for all switches of this client, and one request at a time once it opens.
+        # One gate for all switches of this client; once it opens, one request at a time, paced
+        # at the hint.
         if now + wait > self._gate_until:
             self.gate_closures += 1
             self._gate_until = now + wait
         self._window = 1
+        self._pace = max(self._pace, wait)
         self._emit(
             switch,
             SwitchEventKind.RATE_LIMITED,

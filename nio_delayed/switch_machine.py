@@ -17,6 +17,9 @@ __all__ = ["Backoff", "SwitchMachine", "SwitchState", "SwitchStats", "default_in
 
 # The shortest wait between two attempts, so that a server failing at once is not hammered.
 MIN_RETRY_GAP = 0.05
+# A failing switch waits at most one restart interval between attempts, or this long if its
+# interval is shorter.
+MIN_RECOVERY_POLL = 1.0
 # The shortest time-out an attempt gets, even right before the deadline.
 MIN_ATTEMPT_TIMEOUT = 0.05
 
@@ -146,7 +149,11 @@ class SwitchMachine:
     def failed(self, now: float, retry_after: float | None = None) -> SwitchState:
         """An attempt failed without saying the event is gone. Returns the new state."""
         self.failures += 1
-        wait = self.backoff.wait(self.failures, self.rng)
+        # Never longer than one restart interval (or 1 s): during an outage each switch asks no
+        # more often than it does when healthy, and it notices the server's return within that.
+        wait = min(
+            self.backoff.wait(self.failures, self.rng), max(MIN_RECOVERY_POLL, self.interval)
+        )
         if retry_after is not None:
             wait = max(retry_after, MIN_RETRY_GAP)  # the server said when; earlier is futile
         elif self.deadline is not None and self.deadline > now:

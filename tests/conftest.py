@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +18,9 @@ from nio import JoinResponse, MessageDirection, RoomCreateResponse, RoomMessages
 from nio_delayed import DelayedAsyncClient
 from nio_delayed.devserver import DevServer, DevUser
 from nio_delayed.testing import FakeHomeserver
+
+#: Figures that tests record for RELIABILITY.md; written to build/reliability.json at the end.
+RESULTS: dict[str, object] = {}
 
 CURRENT_SYNAPSE = "1.163.2"
 LEGACY_SYNAPSE = "1.142.1"
@@ -135,3 +140,10 @@ async def fake_client(server: FakeHomeserver, user_id: str = "@bot:fake") -> Del
     client = DelayedAsyncClient(server.url, user_id)
     client.restore_login(user_id, "DEVICE", server.add_user(user_id))
     return client
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if RESULTS:
+        out = Path(__file__).resolve().parent.parent / "build" / "reliability.json"
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps(RESULTS, indent=2, sort_keys=True))

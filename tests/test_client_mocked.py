@@ -7,6 +7,7 @@ import re
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -169,6 +170,10 @@ async def test_invalid_input_is_refused_without_any_request(
         await client.room_put_state_delayed(ROOM, "m.room.topic", {}, 1000, state_key=None),  # type: ignore[arg-type]
         await client.restart_delayed_event(""),
         await client.get_delayed_event("a b"),
+        await client.room_send_delayed(ROOM, "m.room message", {}, 1000),
+        await client.room_send_delayed(ROOM, "m.room.message", {"big": "x" * 70_000}, 1000),
+        await client.room_put_state_delayed(ROOM, "m.room.topic", {}, 1000, state_key="a\nb"),
+        await client.room_send_delayed(ROOM, "m.room.message", {}, timedelta(hours=-1)),
     ]:
         assert resp.kind is ErrorKind.INVALID, resp  # type: ignore[union-attr]
     assert not calls(http)
@@ -467,3 +472,15 @@ def test_error_text_says_kind_status_and_hints() -> None:
         "(retry after 850 ms)"
     )
     assert error.errcode == "M_LIMIT_EXCEEDED"
+
+
+async def test_tls_verification_stays_on_unless_turned_off(
+    client: DelayedAsyncClient, http: aioresponses
+) -> None:
+    legacy_server(http)
+    http.post(f"{UNSTABLE}/delayed_events/{DELAY_ID}/restart", payload={}, repeat=True)
+    await client.restart_delayed_event(DELAY_ID)
+    client.ssl = False  # the caller's explicit choice, as nio offers it
+    await client.restart_delayed_event(DELAY_ID)
+    [on, off] = sent(http, "POST", f"{UNSTABLE}/delayed_events/{DELAY_ID}/restart")
+    assert (on.kwargs["ssl"], off.kwargs["ssl"]) == (True, False)

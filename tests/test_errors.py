@@ -177,3 +177,11 @@ def test_error_without_message_gets_one() -> None:
     info = err(400, {"errcode": "M_BAD_JSON"})
     assert info.kind is ErrorKind.INVALID
     assert "400" in info.message
+
+
+def test_fields_of_the_wrong_type_are_ignored_not_crashed_on() -> None:
+    """Found by the property tests: a list where an errcode belongs."""
+    info = err(400, {"errcode": 5, "error": ["x"], "org.matrix.msc4140.errcode": []})
+    assert info.kind is ErrorKind.INVALID
+    assert info.errcode is None
+    assert info.message == "HTTP 400 error"

@@ -77,6 +77,22 @@ def test_failures_back_off_but_stay_before_the_deadline() -> None:
     assert m.stats.restarts_failed == 6
 
 
+def test_an_outage_is_polled_no_slower_than_the_interval() -> None:
+    m = machine(delay=30, interval=10)
+    m.armed(100.0)
+    now = 131.0  # past the deadline: the switch verifies until the server answers
+    for _ in range(20):
+        m.failed(now)
+        assert m.next_at is not None
+        assert m.next_at - now <= 10.0 + 1e-9
+        now = m.next_at
+    short = machine(delay=0.9, interval=0.3)
+    short.armed(0.0)
+    short.failed(5.0)
+    assert short.next_at is not None
+    assert short.next_at - 5.0 <= 1.0  # at least every second, even for short intervals
+
+
 def test_a_server_hint_is_honoured_even_past_the_deadline() -> None:
     m = machine()
     m.armed(100.0)
