@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 LEGACY_SYNAPSE := 1.142.1
 LEGACY_VENV := .venv-synapse-$(LEGACY_SYNAPSE)
 
-.PHONY: demo test lint typecheck pytest clean
+.PHONY: demo test lint typecheck pytest bench bench-quick clean
 
 # The main job: a throwaway Synapse on 127.0.0.1, a bot with a dead-man's switch, SIGKILL,
 # and the bot's last words arriving at a second account, timed.
@@ -28,14 +28,25 @@ $(LEGACY_VENV)/bin/.installed:
 	touch $@
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check nio_delayed tests examples
-	$(BIN)/ruff format --check nio_delayed tests examples
+	$(BIN)/ruff check nio_delayed tests examples benchmarks
+	$(BIN)/ruff format --check nio_delayed tests examples benchmarks
 
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
 pytest: $(BIN)/.installed $(LEGACY_VENV)/bin/.installed
 	NIO_DELAYED_LEGACY_SYNAPSE_PYTHON=$(abspath $(LEGACY_VENV))/bin/python $(BIN)/pytest -ra
+
+# Benchmarks (BENCHMARKS.md): all of them, or a quick run of under two minutes.
+$(BIN)/.bench-installed: $(BIN)/.installed
+	$(BIN)/pip install --quiet -e '.[bench]'
+	touch $@
+
+bench: $(BIN)/.bench-installed
+	$(BIN)/python -m benchmarks.run
+
+bench-quick: $(BIN)/.bench-installed
+	$(BIN)/python -m benchmarks.run --quick
 
 clean:
 	rm -rf $(VENV) $(LEGACY_VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -10,6 +10,7 @@ grows back as answers succeed (no stampede when the gate opens). The decisions o
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import heapq
 import itertools
@@ -127,8 +128,8 @@ class KeepAliveManager:
 
     ``request_timeout``: the longest one restart attempt may take (less when the deadline is
     nearer). ``max_in_flight``: requests at once. ``stall_threshold``: how late (s) the scheduler
-    may wake before it reports an event-loop stall or a host suspend. ``clock`` and ``seed``
-    are for tests.
+    may wake before it reports an event-loop stall or a host suspend. ``track_lateness`` keeps
+    how late each restart left (see ``lateness``). ``clock`` and ``seed`` are for tests.
     """
 
     def __init__(
@@ -141,6 +142,7 @@ class KeepAliveManager:
         backoff: Backoff | None = None,
         clock: Clock | None = None,
         seed: int | None = None,
+        track_lateness: bool = False,
     ) -> None:
         if request_timeout <= 0 or max_in_flight < 1 or stall_threshold <= 0:
             raise ValueError("request_timeout and stall_threshold must be > 0, max_in_flight >= 1")
@@ -154,7 +156,13 @@ class KeepAliveManager:
         self.streams: set[EventStream] = set()
         self.stalls = 0
         self.gate_closures = 0
+        #: With ``track_lateness=True``: how late (s) each restart left against its schedule
+        #: (the newest 100,000).
+        self.lateness: collections.deque[float] | None = (
+            collections.deque(maxlen=100_000) if track_lateness else None
+        )
         self._switches: dict[int, DeadMansSwitch] = {}
+        self._by_identity: dict[tuple[str, str, str | None, object], DeadMansSwitch] = {}
         self._heap: list[tuple[float, int, int, DeadMansSwitch]] = []
         self._watch: list[tuple[float, int, DeadMansSwitch]] = []
         self._seq = itertools.count()
@@ -347,11 +355,10 @@ class KeepAliveManager:
         if self._close_task is not None:
             raise KeepAliveError("this keep-alive manager is closed")
         await self.start()
-        for other in self._switches.values():
-            if _identity(other.room_id, other.event_type, other.state_key, other.content) == (
-                _identity(room_id, event_type, state_key, content)
-            ):
-                raise KeepAliveError(f"{other!r} already guards this event")
+        identity = _identity(room_id, event_type, state_key, content)
+        other = self._by_identity.get(identity)
+        if other is not None:
+            raise KeepAliveError(f"{other!r} already guards this event")
 
         delay_ms = requested_ms
         if self._max_delay_ms is not None and requested_ms > self._max_delay_ms:
@@ -396,6 +403,7 @@ class KeepAliveManager:
             await self._cancel_leftover(switch, leftover)
         await self._publish_alive(switch)
         self._switches[id(switch)] = switch
+        self._by_identity[identity] = switch
         if self._close_task is not None:
             # close() began while this switch was being armed, and did not see it.
             await self.stop_switch(switch)
@@ -609,9 +617,11 @@ class KeepAliveManager:
         while self._heap and self._heap[0][0] <= now:
             if now < max(self._gate_until, self._next_send) or self._in_flight >= self._window:
                 return
-            _, _, generation, switch = heapq.heappop(self._heap)
+            due, _, generation, switch = heapq.heappop(self._heap)
             if generation != switch.generation or switch.busy or id(switch) not in self._switches:
                 continue  # rescheduled, running, or stopped since
+            if self.lateness is not None:
+                self.lateness.append(now - due)
             if self._pace:
                 self._next_send = now + self._pace
             switch.idle.clear()
@@ -773,7 +783,11 @@ class KeepAliveManager:
         )
 
     def _forget(self, switch: DeadMansSwitch) -> None:
-        self._switches.pop(id(switch), None)
+        if self._switches.pop(id(switch), None) is not None:
+            identity = _identity(
+                switch.room_id, switch.event_type, switch.state_key, switch.content
+            )
+            self._by_identity.pop(identity, None)
         switch.generation += 1
 
     # -- stopping --------------------------------------------------------------------------

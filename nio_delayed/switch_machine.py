@@ -118,16 +118,18 @@ class SwitchMachine:
         self.failures = 0
         self.stats = SwitchStats()
 
-    def _next_restart(self, base: float) -> None:
-        # A little early, at random, so that switches armed together spread out over time.
-        self.next_at = base + self.interval * self.rng.uniform(0.9, 1.0)
-
     def armed(self, sent_at: float) -> None:
         """A new event was scheduled (or a leftover adopted) by a request sent at ``sent_at``."""
+        self._confirmed(sent_at)
+        # The first restart comes a little early, at random, so that switches armed together
+        # spread out; every later one a whole interval after the last (no requests wasted).
+        self.next_at = sent_at + self.interval * self.rng.uniform(0.9, 1.0)
+
+    def _confirmed(self, sent_at: float) -> None:
         self.deadline = sent_at + self.delay
         self.failures = 0
         self.state = SwitchState.ARMED
-        self._next_restart(sent_at)
+        self.next_at = sent_at + self.interval
 
     def attempt_timeout(self, now: float, base: float) -> float:
         """How long the next attempt may take: never past the deadline it is trying to save."""
@@ -143,7 +145,7 @@ class SwitchMachine:
             if self.stats.min_margin is None or margin < self.stats.min_margin:
                 self.stats.min_margin = margin
         self.stats.restarts_ok += 1
-        self.armed(sent_at)
+        self._confirmed(sent_at)
         return previous
 
     def failed(self, now: float, retry_after: float | None = None) -> SwitchState:

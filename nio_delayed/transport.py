@@ -143,6 +143,8 @@ async def send_with_retries(sender: Sender, request: HttpRequest, policy: Reques
         )
         return outcome
 
+    if policy.max_attempts == 1:
+        return await attempt()  # the keep-alive's case: no retry loop to build
     retrying = AsyncRetrying(
         stop=stop_after_attempt(policy.max_attempts),
         wait=_wait(policy),

@@ -46,6 +46,7 @@ def test_restart_moves_the_deadline_and_records_the_margin() -> None:
     previous = m.restarted(sent_at=110.0, now=110.2)
     assert previous is SwitchState.ARMED
     assert m.deadline == 140.0
+    assert m.next_at == 120.0  # exactly one interval on: no request wasted
     assert m.stats.restarts_ok == 1
     assert m.stats.min_margin == pytest.approx(19.8)
     m.restarted(sent_at=139.0, now=139.5)

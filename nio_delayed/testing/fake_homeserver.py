@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import random
 import secrets
 import socket
 import time
@@ -56,6 +57,8 @@ class Fault:
     drop: bool = False
     drop_answer: bool = False
     times: int | None = 1
+    #: The share of matching requests it meets, at random (the server's ``seed``).
+    chance: float = 1.0
 
     def matches(self, request: web.Request) -> bool:
         if self.times is not None and self.times <= 0:
@@ -147,6 +150,7 @@ class FakeHomeserver:
         max_scheduled: int | None = 100,
         clock: Clock | None = None,
         management_rate: tuple[float, int] | None = None,
+        seed: int | None = None,
     ) -> None:
         self.stable = stable and delayed_events
         self.unstable = unstable and delayed_events
@@ -155,6 +159,7 @@ class FakeHomeserver:
         #: Delayed events fire on this clock (a FakeClock in keep-alive tests).
         self.clock = clock
         self.management_rate = management_rate
+        self._rng = random.Random(seed)
         self._bucket: tuple[float, float] | None = None  # (tokens, at)
         self.requests: list[RecordedRequest] = []
         #: Events that reached a room: ``{"room_id", "type", "content", "event_id", ...}``.
@@ -264,7 +269,14 @@ class FakeHomeserver:
                 body = await request.json()
             except ValueError:
                 body = await request.text()
-        fault = next((f for f in self.faults if f.matches(request)), None)
+        fault = next(
+            (
+                f
+                for f in self.faults
+                if f.matches(request) and (f.chance >= 1 or self._rng.random() < f.chance)
+            ),
+            None,
+        )
         record = RecordedRequest(
             request.method,
             request.path_qs,

@@ -1,0 +1,511 @@
+"""nio-delayed benchmarks: ``make bench`` (all of it) or ``make bench-quick`` (under 2 minutes).
+
+1. cost: CPU per restart for the keep-alive manager, for the bare aiohttp floor (the same
+   requests from a plain loop), and for the obvious alternative (a task per switch that sleeps
+   and calls ``restart_delayed_event``), in the same run.
+2. scale: 100, 1,000 and 10,000 switches restarted every 10 s: restarts achieved, lateness of
+   each restart against its schedule, CPU share, memory per switch, missed deadlines.
+3. economy: requests per switch-hour against the minimum, without faults and with a server that
+   answers 429 to a share of restarts; requests sent inside a retry hint.
+4. synapse: a bot killed with SIGKILL; when its event reaches a watcher, against the deadline
+   it predicted and against the kill.
+
+The server side of 1-3 is the fake homeserver in a separate process (``benchmarks.server``),
+so the client is measured alone. Results go to benchmarks/results/latest.json, a table to
+stdout, and a plot to benchmarks/results/scale.png when matplotlib is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from nio import RoomCreateResponse, SyncResponse
+
+from nio_delayed import (
+    DelayedAsyncClient,
+    ExitPolicy,
+    KeepAliveManager,
+    RequestPolicy,
+    RoomSendDelayedResponse,
+    SwitchEventKind,
+)
+from nio_delayed.devserver import DevServer
+
+RESULTS = Path(__file__).parent / "results"
+ROOM = "!bench:fake"
+BODY = {"msgtype": "m.notice", "body": "bench switch"}
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    url: str
+    token: str
+
+
+@contextlib.contextmanager
+def fake_server(*args: str) -> Iterator[Server]:
+    """benchmarks.server in its own process, stopped by its PID."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.server", *args], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        details = json.loads(process.stdout.readline())
+        yield Server(details["url"], details["token"])
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(20)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+@contextlib.asynccontextmanager
+async def client_of(server: Server) -> AsyncIterator[DelayedAsyncClient]:
+    client = DelayedAsyncClient(server.url, "@bench:fake")
+    client.restore_login("@bench:fake", "BENCH", server.token)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def arm(manager: KeepAliveManager, n: int, delay_ms: int, interval: float) -> None:
+    for start in range(0, n, 200):
+        await asyncio.gather(
+            *(
+                manager.add(
+                    ROOM,
+                    "m.room.message",
+                    BODY,
+                    delay=delay_ms,
+                    restart_interval=interval,
+                    key=str(i),
+                    on_exit=ExitPolicy.KEEP,
+                )
+                for i in range(start, min(n, start + 200))
+            )
+        )
+
+
+async def schedule_events(client: DelayedAsyncClient, n: int, delay_ms: int) -> list[str]:
+    ids = []
+    for start in range(0, n, 200):
+        results = await asyncio.gather(
+            *(
+                client.room_send_delayed(ROOM, "m.room.message", BODY, delay_ms)
+                for _ in range(start, min(n, start + 200))
+            )
+        )
+        ids += [str(r.delay_id) for r in results if isinstance(r, RoomSendDelayedResponse)]
+    return ids
+
+
+# -- 1. cost per restart ------------------------------------------------------------------------
+
+
+async def cost_manager(server: Server, n: int, interval: float, seconds: float) -> dict[str, float]:
+    async with client_of(server) as client:
+        manager = KeepAliveManager(client)
+        await arm(manager, n, int(interval * 3000), interval)
+        await asyncio.sleep(interval)  # every switch restarting
+        cpu, before = time.process_time(), manager.stats().restarts_ok
+        await asyncio.sleep(seconds)
+        cpu, restarts = time.process_time() - cpu, manager.stats().restarts_ok - before
+        await manager.close()
+    return {"restarts": restarts, "cpu_us_per_restart": cpu / restarts * 1e6}
+
+
+async def cost_naive(server: Server, n: int, interval: float, seconds: float) -> dict[str, float]:
+    """The obvious alternative: one task per switch, sleeping and calling the API."""
+    async with client_of(server) as client:
+        ids = await schedule_events(client, n, int(interval * 3000))
+        count = 0
+        policy = RequestPolicy(timeout=interval, max_attempts=1)
+
+        async def keep(delay_id: str, phase: float) -> None:
+            nonlocal count
+            await asyncio.sleep(phase)
+            while True:
+                await asyncio.sleep(interval)
+                resp = await client.restart_delayed_event(delay_id, policy=policy)
+                count += not hasattr(resp, "kind")
+
+        tasks = [asyncio.create_task(keep(i, k * interval / n)) for k, i in enumerate(ids)]
+        await asyncio.sleep(interval)
+        cpu, before = time.process_time(), count
+        await asyncio.sleep(seconds)
+        cpu, restarts = time.process_time() - cpu, count - before
+        for task in tasks:
+            task.cancel()
+    return {"restarts": restarts, "cpu_us_per_restart": cpu / restarts * 1e6}
+
+
+async def cost_floor(server: Server, n: int, interval: float, seconds: float) -> dict[str, float]:
+    """The floor: the same POSTs from a plain aiohttp loop, nothing else."""
+    async with client_of(server) as client:
+        ids = await schedule_events(client, n, int(interval * 3000))
+    headers = {"Authorization": f"Bearer {server.token}", "Content-Type": "application/json"}
+    urls = [f"{server.url}/_matrix/client/v1/delayed_events/{i}/restart" for i in ids]
+    count = 0
+    async with aiohttp.ClientSession() as session:
+        gate = asyncio.Semaphore(32)
+
+        async def post(url: str) -> None:
+            nonlocal count
+            async with gate, session.post(url, data=b"{}", headers=headers) as resp:
+                await resp.read()
+                count += resp.status == 200
+
+        async def rounds() -> None:
+            while True:
+                started = time.monotonic()
+                await asyncio.gather(*(post(u) for u in urls))
+                await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+        task = asyncio.create_task(rounds())
+        await asyncio.sleep(interval)
+        cpu, before = time.process_time(), count
+        await asyncio.sleep(seconds)
+        cpu, restarts = time.process_time() - cpu, count - before
+        task.cancel()
+    return {"restarts": restarts, "cpu_us_per_restart": cpu / restarts * 1e6}
+
+
+async def cost(n: int, seconds: float) -> dict[str, Any]:
+    out: dict[str, Any] = {"switches": n, "interval_s": 1.0, "seconds": seconds}
+    for name, run in (("floor", cost_floor), ("naive", cost_naive), ("manager", cost_manager)):
+        with fake_server() as server:
+            out[name] = await run(server, n, 1.0, seconds)
+    floor, naive = out["floor"]["cpu_us_per_restart"], out["naive"]["cpu_us_per_restart"]
+    out["manager_vs_floor"] = out["manager"]["cpu_us_per_restart"] / floor
+    out["manager_vs_naive"] = out["manager"]["cpu_us_per_restart"] / naive
+    return out
+
+
+# -- 2. scale, 3. economy -----------------------------------------------------------------------
+
+
+async def scale(
+    n: int, seconds: float, interval: float = 10.0, *server_args: str
+) -> dict[str, Any]:
+    with fake_server(*server_args) as server:
+        async with client_of(server) as client:
+            manager = KeepAliveManager(client, track_lateness=True)
+            missed = 0
+
+            def count(event: Any) -> None:
+                nonlocal missed
+                missed += event.kind is SwitchEventKind.PROBABLY_FIRED
+
+            manager.on_event(count)
+            await manager.start()
+            base = rss()
+            armed = time.monotonic()
+            await arm(manager, n, int(interval * 3000), interval)
+            armed = time.monotonic() - armed
+            per_switch = (rss() - base) / n
+            assert manager.lateness is not None
+            manager.lateness.clear()
+            wall, cpu, before = time.monotonic(), time.process_time(), manager.stats().restarts_ok
+            await asyncio.sleep(seconds)
+            wall, cpu = time.monotonic() - wall, time.process_time() - cpu
+            stats = manager.stats()
+            lateness = list(manager.lateness)
+            await manager.close()
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"{server.url}/_bench/restarts") as r,
+            ):
+                seen = await r.json()
+    restarts = stats.restarts_ok - before
+    expected = n * seconds / interval
+    return {
+        "switches": n,
+        "interval_s": interval,
+        "seconds": round(wall, 1),
+        "arming_s": round(armed, 2),
+        "restarts": restarts,
+        "expected": round(expected),
+        "achieved": round(restarts / expected, 4),
+        "lateness_ms": {
+            q: round(percentile(lateness, v) * 1000, 2)
+            for q, v in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))
+        },
+        "cpu_share": round(cpu / wall, 4),
+        "rss_bytes_per_switch": round(per_switch),
+        "missed_deadlines": missed,
+        "min_margin_s": round(stats.min_margin or 0, 3),
+        "server_seen": _server_view(seen, n, wall, interval),
+    }
+
+
+def _server_view(rows: list[list[Any]], n: int, seconds: float, interval: float) -> dict[str, Any]:
+    """What the server saw: requests per switch-hour (all of them, 429s included) and any
+    request that arrived while a retry hint it had given was still running."""
+    if not rows:
+        return {}
+    end = rows[-1][0]
+    window = [r for r in rows if r[0] >= end - seconds]
+    limited = [r for r in window if r[1] == 429]
+    inside = sum(
+        1
+        for hinted in limited
+        for r in window
+        if hinted[0] + 0.05 < r[0] < hinted[0] + (hinted[2] or 0) / 1000
+    )
+    per_hour = len(window) / n / seconds * 3600
+    return {
+        "requests": len(window),
+        "answered_429": len(limited),
+        "requests_per_switch_hour": round(per_hour, 1),
+        "minimum_per_switch_hour": round(3600 / interval, 1),
+        "vs_minimum": round(per_hour / (3600 / interval), 4),
+        "inside_a_retry_hint": inside,
+    }
+
+
+# -- 4. real Synapse ------------------------------------------------------------------------------
+
+
+async def synapse_trials(trials: int, delay_ms: int = 2000) -> dict[str, Any]:
+    after_deadline, after_kill = [], []
+    with DevServer() as server:
+        bot_user, watcher_user = server.register_user("bot"), server.register_user("watcher")
+        bot = DelayedAsyncClient(server.url, bot_user.user_id)
+        bot.restore_login(bot_user.user_id, bot_user.device_id, bot_user.access_token)
+        watcher = DelayedAsyncClient(server.url, watcher_user.user_id)
+        watcher.restore_login(
+            watcher_user.user_id, watcher_user.device_id, watcher_user.access_token
+        )
+        created = await bot.room_create(invite=[watcher_user.user_id])
+        assert isinstance(created, RoomCreateResponse)
+        await watcher.join(created.room_id)
+        synced = await watcher.sync(timeout=0)
+        assert isinstance(synced, SyncResponse)
+        since = synced.next_batch
+        for trial in range(trials):
+            body = f"bench trial {trial}"
+            process = await asyncio.to_thread(
+                subprocess.Popen,
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.bot",
+                    server.url,
+                    bot_user.user_id,
+                    bot_user.access_token,
+                    created.room_id,
+                    str(delay_ms),
+                    body,
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert process.stdout is not None
+            lines: list[str] = [await asyncio.to_thread(process.stdout.readline)]
+            reader = asyncio.create_task(_read_lines(process, lines))
+            await asyncio.sleep(1.5)
+            predicted = json.loads(lines[-1])["deadline"]
+            killed = time.time()
+            process.kill()
+            await asyncio.to_thread(process.wait)
+            reader.cancel()
+            process.stdout.close()
+            arrived, since = await _arrival(watcher, created.room_id, body, since)
+            after_deadline.append((arrived - predicted) * 1000)
+            after_kill.append((arrived - killed) * 1000)
+        await bot.close()
+        await watcher.close()
+        version = server.version
+    return {
+        "synapse": version,
+        "trials": trials,
+        "delay_ms": delay_ms,
+        "after_predicted_deadline_ms": {
+            "p50": round(statistics.median(after_deadline), 1),
+            "p99": round(percentile(after_deadline, 0.99), 1),
+            "max": round(max(after_deadline), 1),
+        },
+        "after_kill_ms": {
+            "p50": round(statistics.median(after_kill), 1),
+            "p99": round(percentile(after_kill, 0.99), 1),
+        },
+    }
+
+
+async def _read_lines(process: subprocess.Popen[str], lines: list[str]) -> None:
+    assert process.stdout is not None
+    while line := await asyncio.to_thread(process.stdout.readline):
+        lines.append(line)
+
+
+async def _arrival(
+    watcher: DelayedAsyncClient, room_id: str, body: str, since: str
+) -> tuple[float, str]:
+    """Long-poll /sync until ``body`` arrives in the room; when it arrived (Unix time)."""
+    while True:
+        resp = await watcher.sync(timeout=10_000, since=since)
+        now = time.time()
+        assert isinstance(resp, SyncResponse), resp
+        since = resp.next_batch
+        room = resp.rooms.join.get(room_id)
+        if room and any(getattr(e, "body", None) == body for e in room.timeline.events):
+            return now, since
+
+
+# -- report -------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
+        model = next(
+            (line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), ""
+        )
+    with open("/proc/meminfo") as meminfo:
+        mem_kb = int(meminfo.readline().split()[1])
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kb / 2**20, 1),
+        "python": platform.python_version(),
+        "system": platform.platform(),
+    }
+
+
+def print_report(results: dict[str, Any]) -> None:
+    m = results["machine"]
+    print(f"\nmachine: {m['cpu']}, {m['cores']} cores, Python {m['python']}")
+    c = results["cost"]
+    print(f"\n1. cost per restart ({c['switches']} switches, every {c['interval_s']:g} s)")
+    for name in ("floor", "naive", "manager"):
+        us, n = c[name]["cpu_us_per_restart"], c[name]["restarts"]
+        print(f"   {name:<8} {us:8.1f} us CPU per restart ({n} restarts)")
+    print(
+        f"   manager/floor {c['manager_vs_floor']:.2f}, manager/naive {c['manager_vs_naive']:.2f}"
+    )
+    print("\n2. scale (restart every 10 s)")
+    print("   switches  restarts/expected  late p50/p99/max ms     CPU  RSS/switch  missed")
+    for s in results["scale"]:
+        late = s["lateness_ms"]
+        print(
+            f"   {s['switches']:>8}  {s['restarts']:>7}/{s['expected']:<8}  "
+            f"{late['p50']:6.1f}/{late['p99']:6.1f}/{late['max']:7.1f}  "
+            f"{s['cpu_share'] * 100:5.1f}%  {s['rss_bytes_per_switch'] / 1024:6.2f} KiB  "
+            f"{s['missed_deadlines']}"
+        )
+    print("\n3. economy (requests per switch-hour, as the server saw them)")
+    for name, e in results["economy"].items():
+        v = e["server_seen"]
+        print(
+            f"   {name:<18} {v['requests_per_switch_hour']:7.1f} "
+            f"(minimum {v['minimum_per_switch_hour']:g}, x{v['vs_minimum']:.4f}); "
+            f"429s {v['answered_429']}, inside a hint {v['inside_a_retry_hint']}, "
+            f"missed {e['missed_deadlines']}"
+        )
+    if "synapse" in results:
+        s = results["synapse"]
+        d, k = s["after_predicted_deadline_ms"], s["after_kill_ms"]
+        print(f"\n4. Synapse {s['synapse']}: {s['trials']} bots killed, delay {s['delay_ms']} ms")
+        print(f"   after the predicted deadline: p50 {d['p50']}, p99 {d['p99']}, max {d['max']} ms")
+        print(f"   after the kill: p50 {k['p50']} ms, p99 {k['p99']} ms")
+
+
+def plot(results: dict[str, Any], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rows = results["scale"]
+    sizes = [r["switches"] for r in rows]
+    fig, (late, cpu) = plt.subplots(1, 2, figsize=(10, 4))
+    for q in ("p50", "p99", "max"):
+        late.plot(sizes, [r["lateness_ms"][q] for r in rows], marker="o", label=q)
+    late.set(
+        xscale="log",
+        xlabel="switches",
+        ylabel="restart lateness (ms)",
+        title="Lateness against the schedule",
+    )
+    late.legend()
+    cpu.plot(sizes, [r["cpu_share"] * 100 for r in rows], marker="o", color="tab:red")
+    cpu.set(
+        xscale="log",
+        xlabel="switches",
+        ylabel="CPU (% of one core)",
+        title="Client CPU, restart every 10 s",
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return True
+
+
+async def main(quick: bool, synapse: bool) -> None:
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "quick": quick,
+        "when": time.strftime("%Y-%m-%d %H:%M"),
+    }
+    print("1. cost per restart ...", flush=True)
+    results["cost"] = await cost(500, 4 if quick else 10)
+    results["scale"] = []
+    for n in (100, 1000) if quick else (100, 1000, 10_000):
+        print(f"2. scale: {n} switches ...", flush=True)
+        results["scale"].append(await scale(n, 15 if quick else 60))
+    print("3. economy under 429s ...", flush=True)
+    results["economy"] = {
+        "no faults (1,000)": next(s for s in results["scale"] if s["switches"] == 1000),
+        "5% answered 429": await scale(
+            100, 20 if quick else 60, 10.0, "--restart-429-share", "0.05", "--retry-after-ms", "200"
+        ),
+    }
+    if synapse:
+        print("4. real Synapse ...", flush=True)
+        results["synapse"] = await synapse_trials(5 if quick else 20)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))
+    print_report(results)
+    if plot(results, RESULTS / "scale.png"):
+        print(f"\nplot: {RESULTS / 'scale.png'}")
+    print(f"results: {RESULTS / 'latest.json'}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="nio-delayed benchmarks")
+    parser.add_argument("--quick", action="store_true", help="a smaller run, under 2 minutes")
+    parser.add_argument("--no-synapse", action="store_true", help="skip the real-Synapse trials")
+    args = parser.parse_args()
+    asyncio.run(main(args.quick, not args.no_synapse))
