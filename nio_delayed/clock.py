@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Protocol
 
 __all__ = ["Clock", "SystemClock", "TimerHandle"]
@@ -41,6 +41,8 @@ class SystemClock:
     def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
         return asyncio.get_running_loop().call_later(max(0.0, delay), callback)
 
-    @contextlib.contextmanager
-    def busy(self) -> Iterator[None]:
-        yield
+    def busy(self) -> contextlib.AbstractContextManager[None]:
+        return _NOTHING  # real I/O needs no bookkeeping on a real clock
+
+
+_NOTHING: contextlib.AbstractContextManager[None] = contextlib.nullcontext()

@@ -152,6 +152,7 @@ class KeepAliveManager:
         self.max_in_flight = max_in_flight
         self.stall_threshold = stall_threshold
         self.backoff = backoff or Backoff()
+        self._restart_policy = self._build_policy(request_timeout, 1)
         self.rng = random.Random(seed)
         self.streams: set[EventStream] = set()
         self.stalls = 0
@@ -167,9 +168,10 @@ class KeepAliveManager:
         self._watch: list[tuple[float, int, DeadMansSwitch]] = []
         self._seq = itertools.count()
         self._wake = asyncio.Event()
+        self._planned_wake: float | None = None
         self._gate_until = 0.0
         # After a 429, requests leave at most one per ``_pace`` seconds: the server's hint is
-        # roughly its rate. Each success loosens the pace by 10%.
+        # roughly its rate. Each success halves the pace: a lone 429 costs little.
         self._pace = 0.0
         self._next_send = 0.0
         self._window = max_in_flight
@@ -556,7 +558,8 @@ class KeepAliveManager:
         next_at = switch.machine.next_at
         if next_at is not None and id(switch) in self._switches:
             heapq.heappush(self._heap, (next_at, next(self._seq), switch.generation, switch))
-        self._wake.set()
+            if self._planned_wake is None or next_at < self._planned_wake:
+                self._wake.set()  # sooner than the scheduler means to wake: tell it
 
     def _watch_deadline(self, switch: DeadMansSwitch) -> None:
         """Wake at the switch's deadline, so that one passing unconfirmed is reported on time
@@ -565,6 +568,8 @@ class KeepAliveManager:
         if deadline is not None and deadline != switch.watched_deadline:
             switch.watched_deadline = deadline
             heapq.heappush(self._watch, (deadline, next(self._seq), switch))
+            if self._planned_wake is None or deadline < self._planned_wake:
+                self._wake.set()
 
     async def _run_scheduler(self) -> None:
         expected: float | None = None
@@ -575,6 +580,7 @@ class KeepAliveManager:
             self._check_deadlines(now)
             self._dispatch_due(now)
             wake_at = self._next_wake(now)
+            self._planned_wake = wake_at
             self._wake.clear()
             timer: TimerHandle | None = None
             if wake_at is not None:
@@ -655,6 +661,8 @@ class KeepAliveManager:
             self._emit(switch, SwitchEventKind.RESTART_FAILED, f"internal error: {exc!r}")
         finally:
             switch.idle.set()
+            if self._in_flight >= self._window:
+                self._wake.set()  # switches may be waiting for this slot
             self._in_flight -= 1
             self._watch_deadline(switch)
             self._schedule(switch)
@@ -682,7 +690,7 @@ class KeepAliveManager:
             return  # stopped meanwhile
         if isinstance(resp, UpdateDelayedEventResponse):
             self._window = min(self.max_in_flight, self._window * 2)
-            self._pace = self._pace * 0.9 if self._pace > 0.001 else 0.0
+            self._pace = self._pace / 2 if self._pace > 0.001 else 0.0
             previous = machine.restarted(sent_at, now)
             if previous in (SwitchState.AT_RISK, SwitchState.PROBABLY_FIRED):
                 self._emit(
@@ -826,6 +834,11 @@ class KeepAliveManager:
         self._emit(switch, SwitchEventKind.STOPPED, message, error)
 
     def _policy(self, timeout: float, attempts: int) -> RequestPolicy:
+        if timeout == self.request_timeout and attempts == 1:
+            return self._restart_policy  # the common case, built once
+        return self._build_policy(timeout, attempts)
+
+    def _build_policy(self, timeout: float, attempts: int) -> RequestPolicy:
         return RequestPolicy(
             timeout=timeout,
             max_attempts=attempts,

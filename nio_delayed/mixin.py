@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import aiohttp
-from nio.client.async_client import AsyncClient, client_session
+from aiohttp_socks import ProxyConnector
+from nio.client.async_client import AsyncClient
 
 from .delay_id import DelayId
 from .errors import ErrorInfo, ErrorKind, classify_error, is_unrecognized
@@ -83,10 +85,6 @@ _ENCRYPTED = (
 )
 # Listing stops after this many pages: a server that never ends its pagination is broken.
 _MAX_PAGES = 1000
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-# nio's own decorator that creates the aiohttp session (proxy, trace config) on first use.
-_with_client_session = cast(Callable[[_F], _F], client_session)
 
 if TYPE_CHECKING:
     _Base = AsyncClient
@@ -502,10 +500,13 @@ class DelayedEventsMixin(_Base):
             await switch.stop()
 
     async def close(self) -> None:
-        """Stop this client's switches by their exit policies, then close the HTTP session."""
+        """Stop this client's switches by their exit policies, then close the HTTP sessions."""
         manager = self.__dict__.get("_nio_delayed_keep_alive")
         if manager is not None:
             await manager.close()
+        session = self.__dict__.pop("_nio_delayed_session", None)
+        if session is not None:
+            await session.close()
         await super().close()  # type: ignore[no-untyped-call]  # nio's close() is unannotated
 
     # -- plumbing ------------------------------------------------------------------------
@@ -558,7 +559,6 @@ class DelayedEventsMixin(_Base):
             )
         return body
 
-    @_with_client_session
     async def _delayed_http(self, request: HttpRequest, timeout: float) -> HttpAnswer:
         headers = {"Content-Type": "application/json"}
         # Management calls work without a token on Synapse, but with one the rate limit is per
@@ -567,23 +567,41 @@ class DelayedEventsMixin(_Base):
             headers["Authorization"] = f"Bearer {self.access_token}"
         if self.config.custom_headers:
             headers.update(self.config.custom_headers)
-        assert self.client_session is not None
-        async with self.client_session.request(
+        async with self._delayed_session().request(
             request.method,
             self.homeserver + request.path,
             data=_json_bytes(request.body),
             headers=headers,
             # nio's None means "default": verify certificates.
             ssl=True if self.ssl is None else self.ssl,
-            timeout=aiohttp.ClientTimeout(total=timeout),
+            timeout=_timeout(timeout),
         ) as response:
             return HttpAnswer(
                 response.status, await response.read(), response.headers.get("Retry-After")
             )
 
+    def _delayed_session(self) -> aiohttp.ClientSession:
+        """Delayed-event calls have a session of their own (through nio's proxy, if any). A
+        long-polling sync then never holds the connection a restart needs, and restarts skip
+        the per-request tracing nio sets up on its session."""
+        session = self.__dict__.get("_nio_delayed_session")
+        if session is None or session.closed:
+            connector = ProxyConnector.from_url(self.proxy) if self.proxy else None
+            session = self.__dict__["_nio_delayed_session"] = aiohttp.ClientSession(
+                connector=connector
+            )
+        return cast(aiohttp.ClientSession, session)
+
+
+@functools.lru_cache(maxsize=256)
+def _timeout(seconds: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=seconds)
+
 
 def _json_bytes(body: dict[str, Any] | None) -> bytes | None:
-    return None if body is None else json.dumps(body, separators=(",", ":")).encode()
+    if not body:
+        return None if body is None else b"{}"  # restarts: the common case
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 def _transient(info: ErrorInfo) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -95,7 +96,13 @@ def check_txn_id(txn_id: object) -> str:
     return _check_identifier(txn_id, "tx_id")
 
 
+# Printable ASCII without spaces: every delay_id seen in the field; the quick path.
+_PLAIN_ID = re.compile(r"[!-~]{1,255}")
+
+
 def check_delay_id(delay_id: object) -> str:
+    if isinstance(delay_id, str) and _PLAIN_ID.fullmatch(delay_id):
+        return delay_id  # the keep-alive checks one on every restart: keep it cheap
     if not isinstance(delay_id, str):
         raise InvalidInput(f"delay_id must be a str, not {type(delay_id).__name__}")
     if not delay_id:
