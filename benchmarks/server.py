@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import signal
 
@@ -54,5 +55,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--restart-429-share", type=float, default=0.0)
     parser.add_argument("--retry-after-ms", type=int, default=500)
+    parser.add_argument("--no-gc", action="store_true", help="(experiment) no cyclic GC")
     args = parser.parse_args()
+    if args.no_gc:
+        gc.disable()
     asyncio.run(main(args.restart_429_share, args.retry_after_ms))

@@ -239,8 +239,12 @@ class KeepAliveManager:
 
         loop.add_signal_handler(signal.SIGTERM, manager.close_soon)
         """
-        if self._loop is not None and self._close_task is None:
-            self._loop.call_soon_threadsafe(self._begin_close)
+        loop = self._loop
+        if loop is None:  # not started yet: a handler installed on the loop runs inside it
+            with contextlib.suppress(RuntimeError):
+                loop = asyncio.get_running_loop()
+        if loop is not None and self._close_task is None:
+            loop.call_soon_threadsafe(self._begin_close)
 
     def _begin_close(self) -> None:
         if self._close_task is None:

@@ -489,6 +489,14 @@ async def test_close_soon_is_safe_from_a_signal_handler(env: Env) -> None:
         await add(env)
 
 
+async def test_close_soon_before_the_first_switch_still_closes(env: Env) -> None:
+    env.manager.close_soon()  # a SIGTERM while the bot is still starting up
+    await asyncio.wait_for(env.manager.wait_closed(), 5)
+    with pytest.raises(KeepAliveError, match="closed"):
+        await add(env)
+    assert env.server.scheduled() == []
+
+
 async def test_client_close_stops_its_switches_by_policy(env: Env) -> None:
     client = env.client
     client.keep_alive.clock = env.clock  # the client's own manager, on the test clock
