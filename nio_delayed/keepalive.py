@@ -695,7 +695,8 @@ class KeepAliveManager:
         if isinstance(resp, UpdateDelayedEventResponse):
             self._window = min(self.max_in_flight, self._window * 2)
             self._pace = self._pace / 2 if self._pace > 0.001 else 0.0
-            previous = machine.restarted(sent_at, now)
+            rate_limited = self._pace > 0 or now < self._gate_until
+            previous = machine.restarted(sent_at, now, keep_phase=not rate_limited)
             if previous in (SwitchState.AT_RISK, SwitchState.PROBABLY_FIRED):
                 self._emit(
                     switch,

@@ -137,15 +137,25 @@ class SwitchMachine:
             return base  # nothing left to save: this attempt verifies
         return max(MIN_ATTEMPT_TIMEOUT, min(base, self.deadline - now))
 
-    def restarted(self, sent_at: float, now: float) -> SwitchState:
-        """A restart sent at ``sent_at`` was confirmed at ``now``. Returns the previous state."""
+    def restarted(self, sent_at: float, now: float, keep_phase: bool = True) -> SwitchState:
+        """A restart sent at ``sent_at`` was confirmed at ``now``. Returns the previous state.
+
+        ``keep_phase=False`` (while the server rate-limits) schedules the next one a whole
+        interval after this one: catching up would only add load the server asked us to shed.
+        """
         previous = self.state
+        due = self.next_at if self.next_at is not None else sent_at
         if self.deadline is not None:
             margin = self.deadline - now
             if self.stats.min_margin is None or margin < self.stats.min_margin:
                 self.stats.min_margin = margin
         self.stats.restarts_ok += 1
         self._confirmed(sent_at)
+        # The next restart keeps the phase this one was due at: a restart that left late (the
+        # loop was busy) does not drag its successors, and switches that were late together do
+        # not stay bunched. Never sooner than half an interval after this one, though.
+        if keep_phase:
+            self.next_at = max(min(due, sent_at) + self.interval, sent_at + self.interval / 2)
         return previous
 
     def failed(self, now: float, retry_after: float | None = None) -> SwitchState:

@@ -43,6 +43,7 @@ def test_arming_sets_the_deadline_from_when_the_request_was_sent() -> None:
 def test_restart_moves_the_deadline_and_records_the_margin() -> None:
     m = machine()
     m.armed(100.0)
+    m.next_at = 110.0  # due now (the first restart's random phase, pinned)
     previous = m.restarted(sent_at=110.0, now=110.2)
     assert previous is SwitchState.ARMED
     assert m.deadline == 140.0
@@ -51,6 +52,21 @@ def test_restart_moves_the_deadline_and_records_the_margin() -> None:
     assert m.stats.min_margin == pytest.approx(19.8)
     m.restarted(sent_at=139.0, now=139.5)
     assert m.stats.min_margin == pytest.approx(0.5)
+
+
+def test_a_late_restart_keeps_the_schedule_it_was_due_at() -> None:
+    m = machine()
+    m.armed(100.0)
+    m.next_at = 110.0
+    m.restarted(sent_at=110.8, now=110.9)  # left 0.8 s late: the loop was busy
+    assert m.deadline == 140.8  # the deadline follows the send...
+    assert m.next_at == 120.0  # ...the schedule keeps its phase
+    m.next_at = 120.0
+    m.restarted(sent_at=128.0, now=128.1)  # very late (a stall): not right away again
+    assert m.next_at == 133.0  # half an interval on
+    m.next_at = 133.0
+    m.restarted(sent_at=135.0, now=135.1, keep_phase=False)  # rate-limited: no catching up
+    assert m.next_at == 145.0
 
 
 def test_attempts_never_outlast_the_deadline() -> None:
