@@ -122,7 +122,8 @@ class SwitchMachine:
         """A new event was scheduled (or a leftover adopted) by a request sent at ``sent_at``."""
         self._confirmed(sent_at)
         # The first restart comes a little early, at random, so that switches armed together
-        # spread out; every later one a whole interval after the last (no requests wasted).
+        # spread out; every later one a whole interval after the one before was due (see
+        # restarted()), so no request is wasted and the spread is kept.
         self.next_at = sent_at + self.interval * self.rng.uniform(0.9, 1.0)
 
     def _confirmed(self, sent_at: float) -> None:
