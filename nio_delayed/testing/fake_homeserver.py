@@ -21,16 +21,15 @@ import json
 import math
 import random
 import secrets
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 
 from ..clock import Clock, TimerHandle
+from .loopback import LoopbackServer
 
 __all__ = ["FakeHomeserver", "Fault", "RecordedRequest"]
 
@@ -131,7 +130,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class FakeHomeserver:
+class FakeHomeserver(LoopbackServer):
     """An aiohttp homeserver on 127.0.0.1 with delayed events per the merged MSC.
 
     ``stable``/``unstable``: which prefixes it serves and advertises. ``delayed_events=False``
@@ -168,12 +167,6 @@ class FakeHomeserver:
         self._users: dict[str, str] = {}  # token -> user id
         self._delayed: dict[str, _Delayed] = {}
         self._txns: dict[tuple[str, str], str] = {}
-        self._runner: web.AppRunner | None = None
-        self.port = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def add_user(self, user_id: str) -> str:
         """Register ``user_id``; returns its access token."""
@@ -209,35 +202,16 @@ class FakeHomeserver:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def start(self) -> FakeHomeserver:
+    def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._record_and_inject])
         self._add_routes(app)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
-        return self
+        return app
 
     async def close(self) -> None:
         for delayed in self._delayed.values():
             if delayed.timer is not None:
                 delayed.timer.cancel()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeHomeserver:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
+        await super().close()
 
     # -- plumbing --------------------------------------------------------------------------
 

@@ -18,13 +18,13 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import socket
 import time
 from dataclasses import dataclass, field
-from types import TracebackType
 
 import aiohttp
 from aiohttp import web
+
+from .loopback import LoopbackServer
 
 __all__ = ["FaultProxy", "ProxiedRequest", "ProxyFaults"]
 
@@ -65,23 +65,17 @@ class _Burst:
 
 
 @dataclass
-class FaultProxy:
+class FaultProxy(LoopbackServer):
     upstream: str
     seed: int | None = None
     faults: ProxyFaults = field(default_factory=ProxyFaults)
     requests: list[ProxiedRequest] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.port = 0
         self._rng = random.Random(self.seed)
         self._bursts: list[_Burst] = []
         self._blackhole_until = 0.0
         self._session: aiohttp.ClientSession | None = None
-        self._runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     # -- controlling faults ------------------------------------------------------------------
 
@@ -107,32 +101,17 @@ class FaultProxy:
 
     async def start(self) -> FaultProxy:
         self._session = aiohttp.ClientSession(auto_decompress=False)
+        return await super().start()
+
+    def _app(self) -> web.Application:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
-        return self
+        return app
 
     async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await super().close()
         if self._session is not None:
             await self._session.close()
-
-    async def __aenter__(self) -> FaultProxy:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- proxying ----------------------------------------------------------------------------
 
