@@ -51,8 +51,8 @@ from .switch_machine import Backoff, SwitchMachine, SwitchState, SwitchStats, de
 from .transport import RequestPolicy
 from .validation import (
     check_content,
+    check_event,
     check_event_type,
-    check_room_id,
     check_state_key,
     delay_to_ms,
 )
@@ -344,13 +344,11 @@ class KeepAliveManager:
         Raises ``InvalidInput`` for bad arguments, :class:`UnsupportedServerError` on a server
         without delayed events, :class:`SwitchArmError` if the event could not be scheduled.
         """
-        room_id = check_room_id(room_id)
-        event_type = check_event_type(event_type)
         if state_key is None:
             content = {**content, SWITCH_KEY_FIELD: check_state_key(key)}
-        content = check_content(content)
-        if state_key is not None:
-            state_key = check_state_key(state_key)
+        room_id, event_type, content, state_key = check_event(
+            room_id, event_type, content, state_key
+        )
         if alive is not None:
             alive = AliveEvent(
                 check_event_type(alive.event_type),

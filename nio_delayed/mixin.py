@@ -66,11 +66,8 @@ from .switch import DeadMansSwitch
 from .transport import HttpAnswer, NoAnswer, RequestPolicy, send_with_retries
 from .validation import (
     InvalidInput,
-    check_content,
     check_delay_id,
-    check_event_type,
-    check_room_id,
-    check_state_key,
+    check_event,
     check_txn_id,
     delay_to_ms,
 )
@@ -203,9 +200,7 @@ class DelayedEventsMixin(_Base):
         ``tx_id`` makes a retry safe: the same ``tx_id`` gives back the same ``delay_id``.
         """
         try:
-            room_id = check_room_id(room_id)
-            event_type = check_event_type(event_type)
-            checked = check_content(content)
+            room_id, event_type, checked, _ = check_event(room_id, event_type, content)
             tx_id = check_txn_id(tx_id) if tx_id is not None else str(uuid.uuid4())
             delay_ms = delay_to_ms(delay)
         except InvalidInput as exc:
@@ -229,13 +224,12 @@ class DelayedEventsMixin(_Base):
     ) -> RoomPutStateDelayedResponse | RoomPutStateDelayedError:
         """Schedule a state event to be set after ``delay`` (a timedelta or milliseconds)."""
         try:
-            room_id = check_room_id(room_id)
-            event_type = check_event_type(event_type)
-            state_key = check_state_key(state_key)
-            checked = check_content(content)
+            room_id, event_type, checked, key = check_event(room_id, event_type, content, state_key)
             delay_ms = delay_to_ms(delay)
         except InvalidInput as exc:
             return RoomPutStateDelayedError.local(ErrorKind.INVALID, str(exc))
+        assert key is not None
+        state_key = key
         txn_id = str(uuid.uuid4())
         result = await self._schedule(
             room_id, event_type, checked, delay_ms, txn_id, state_key, policy
@@ -441,11 +435,9 @@ class DelayedEventsMixin(_Base):
         Used for the keep-alive's "alive" event. Refuses a message into a known-encrypted room.
         """
         try:
-            room_id = check_room_id(room_id)
-            event_type = check_event_type(event_type)
-            checked = check_content(content)
-            if state_key is not None:
-                state_key = check_state_key(state_key)
+            room_id, event_type, checked, state_key = check_event(
+                room_id, event_type, content, state_key
+            )
         except InvalidInput as exc:
             return DelayedEventError.local(ErrorKind.INVALID, str(exc))
         if state_key is None and self._known_encrypted(room_id):

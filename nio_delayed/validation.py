@@ -14,6 +14,7 @@ __all__ = [
     "InvalidInput",
     "check_content",
     "check_delay_id",
+    "check_event",
     "check_event_type",
     "check_room_id",
     "check_state_key",
@@ -98,6 +99,18 @@ def check_txn_id(txn_id: object) -> str:
 
 # Printable ASCII without spaces: every delay_id seen in the field; the quick path.
 _PLAIN_ID = re.compile(r"[!-~]{1,255}")
+
+
+def check_event(
+    room_id: object, event_type: object, content: object, state_key: object = None
+) -> tuple[str, str, dict[str, Any], str | None]:
+    """Room, type, content and (``None`` for a message) state key of an event to send."""
+    return (
+        check_room_id(room_id),
+        check_event_type(event_type),
+        check_content(content),
+        None if state_key is None else check_state_key(state_key),
+    )
 
 
 def check_delay_id(delay_id: object) -> str:

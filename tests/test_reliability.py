@@ -316,7 +316,10 @@ async def test_6_rate_limit_storm_across_100_switches() -> None:
             "min_margin_s": round(stats.min_margin or 0, 3), "fired": fired,
         }
     }  # fmt: skip
-    assert states == Counter({SwitchState.ARMED: 100})
+    # At any instant a switch may be waiting out a hint (AT_RISK); none may have lost its event.
+    assert set(states) <= {SwitchState.ARMED, SwitchState.AT_RISK}
+    assert sum(states.values()) == 100
+    assert (stats.losses, stats.rearms) == (0, 0)
     assert fired == 0
     assert limited, "the storm must have happened"
     assert violations == 0
