@@ -68,6 +68,7 @@ from .validation import (
     InvalidInput,
     check_delay_id,
     check_event,
+    check_state_key,
     check_txn_id,
     delay_to_ms,
 )
@@ -224,12 +225,11 @@ class DelayedEventsMixin(_Base):
     ) -> RoomPutStateDelayedResponse | RoomPutStateDelayedError:
         """Schedule a state event to be set after ``delay`` (a timedelta or milliseconds)."""
         try:
-            room_id, event_type, checked, key = check_event(room_id, event_type, content, state_key)
+            room_id, event_type, checked, _ = check_event(room_id, event_type, content)
+            state_key = check_state_key(state_key)  # a state event needs one; None is refused
             delay_ms = delay_to_ms(delay)
         except InvalidInput as exc:
             return RoomPutStateDelayedError.local(ErrorKind.INVALID, str(exc))
-        assert key is not None
-        state_key = key
         txn_id = str(uuid.uuid4())
         result = await self._schedule(
             room_id, event_type, checked, delay_ms, txn_id, state_key, policy
