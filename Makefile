@@ -18,7 +18,7 @@ test: lint typecheck pytest
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,server]'
+	$(BIN)/pip install --quiet -e '.[test,server,e2e,niobot]'
 	touch $@
 
 $(LEGACY_VENV)/bin/.installed:

@@ -42,6 +42,9 @@ class ErrorKind(str, Enum):
     NETWORK = "network"
     #: The server sent the event at once instead of scheduling it: it ignored the delay.
     SENT_IMMEDIATELY = "sent_immediately"
+    #: A message for an encrypted room could not be encrypted (unverified devices, a failed key
+    #: share). Nothing was sent.
+    ENCRYPTION = "encryption"
 
 
 @dataclass(frozen=True)

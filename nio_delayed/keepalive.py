@@ -16,14 +16,17 @@ import heapq
 import itertools
 import logging
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from nio.responses import SyncResponse
+
 from .clock import Clock, SystemClock, TimerHandle
 from .errors import ErrorKind
-from .models import DelayedEvent
+from .models import DelayedEvent, DelayedEventStatus
 from .responses import (
     DelayedEventError,
     DelayedEventsListResponse,
@@ -41,6 +44,8 @@ from .switch import (
     KeepAliveError,
     LeftoverPolicy,
     LostPolicy,
+    Overwrite,
+    OverwritePolicy,
     SwitchArmError,
     SwitchEvent,
     SwitchEventKind,
@@ -86,7 +91,10 @@ _LOG_LEVELS = {
     SwitchEventKind.ALIVE_FAILED: logging.WARNING,
     SwitchEventKind.STALL: logging.WARNING,
     SwitchEventKind.FAILED: logging.ERROR,
+    SwitchEventKind.OVERWRITTEN: logging.WARNING,
 }
+# States in which a switch's event is (or may be) scheduled: an overwrite concerns it.
+_GUARDED = (SwitchState.ARMED, SwitchState.AT_RISK, SwitchState.PROBABLY_FIRED)
 
 
 class EventStream:
@@ -216,6 +224,7 @@ class KeepAliveManager:
                     f"could not list the scheduled delayed events: {listing}", listing
                 )
             self._leftovers = listing.scheduled
+            self.client._sync_observers.add(self._on_sync)
             self._loop = asyncio.get_running_loop()
             self._scheduler = asyncio.create_task(
                 self._run_scheduler(), name="nio-delayed keep-alive"
@@ -262,6 +271,7 @@ class KeepAliveManager:
         return self._close_task is not None
 
     async def _close(self) -> None:
+        self.client._sync_observers.discard(self._on_sync)
         switches = list(self._switches.values())
         await asyncio.gather(*(self.stop_switch(s) for s in switches))
         if self._scheduler is not None:
@@ -332,6 +342,7 @@ class KeepAliveManager:
         on_exit: ExitPolicy = ExitPolicy.SEND,
         on_lost: LostPolicy = LostPolicy.REARM,
         on_leftover: LeftoverPolicy = LeftoverPolicy.ADOPT,
+        on_overwrite: OverwritePolicy = OverwritePolicy.REARM,
         key: str = "default",
     ) -> DeadMansSwitch:
         """Arm a switch and keep it from firing; returns once it is armed (and "alive" sent).
@@ -341,6 +352,8 @@ class KeepAliveManager:
         ``key`` tells message switches of one type in one room apart. A message switch's content
         carries it under ``org.nio_delayed.switch``, so that a restarted process knows its own
         leftovers even if their text changed (a state event is known by its state key).
+        ``on_overwrite`` (state switches): what to do when another user writes the same state,
+        seen in the client's sync (see :class:`OverwritePolicy`).
         Raises ``InvalidInput`` for bad arguments, :class:`UnsupportedServerError` on a server
         without delayed events, :class:`SwitchArmError` if the event could not be scheduled.
         """
@@ -381,6 +394,7 @@ class KeepAliveManager:
             on_exit,
             on_lost,
             on_leftover,
+            on_overwrite,
         )
         switch = DeadMansSwitch(
             self, settings, SwitchMachine(delay_ms / 1000, interval, self.backoff, self.rng)
@@ -433,12 +447,14 @@ class KeepAliveManager:
             if leftover.content != switch.content or leftover.delay_ms != switch.delay_ms:
                 continue  # a different event now: arm the new one, then cancel this one
             sent_at = self.clock.now()
+            sent_wall_ms = _wall_ms()
             resp = await self.client.restart_delayed_event(
                 leftover.delay_id, policy=self._policy(self.request_timeout, 3)
             )
             leftovers.remove(leftover)
             if isinstance(resp, UpdateDelayedEventResponse):
                 switch.delay_id = leftover.delay_id
+                switch.armed_wall_ms = sent_wall_ms
                 switch.machine.armed(sent_at)
                 self._emit(
                     switch,
@@ -475,6 +491,7 @@ class KeepAliveManager:
         """Schedule the switch's event; on success the machine is armed. Returns the error."""
         switch.tx_id = switch.tx_id or f"nio-delayed-{uuid.uuid4()}"
         sent_at = self.clock.now()
+        sent_wall_ms = _wall_ms()
         policy = self._policy(self.request_timeout, attempts)
         resp: RoomSendDelayedResponse | RoomPutStateDelayedResponse | DelayedEventError
         if switch.state_key is None:
@@ -507,11 +524,13 @@ class KeepAliveManager:
                 if found is not None:
                     switch.delay_id = found.delay_id
                     switch.tx_id = None
+                    switch.armed_wall_ms = sent_wall_ms
                     switch.machine.armed(sent_at)
                     return None
             return resp
         switch.delay_id = resp.delay_id
         switch.tx_id = None  # the next arming is a new event
+        switch.armed_wall_ms = sent_wall_ms
         switch.machine.armed(sent_at)
         return None
 
@@ -651,9 +670,12 @@ class KeepAliveManager:
         return min(times) if times else None
 
     async def _act(self, switch: DeadMansSwitch) -> None:
+        overwrite_before = switch.overwrite
         try:
             with self.clock.busy():
-                if switch.state is SwitchState.REARMING:
+                if switch.overwrite is not None and switch.state in _GUARDED:
+                    await self._overwritten(switch)
+                elif switch.state is SwitchState.REARMING:
                     await self._rearm(switch)
                 else:
                     await self._restart(switch)
@@ -666,6 +688,10 @@ class KeepAliveManager:
             if self._in_flight >= self._window:
                 self._wake.set()  # switches may be waiting for this slot
             self._in_flight -= 1
+            arrived = switch.overwrite is not None and overwrite_before is None
+            if arrived and switch.machine.next_at is not None:
+                # An overwrite seen while this request ran is handled next, at once.
+                switch.machine.next_at = min(switch.machine.next_at, self.clock.now())
             self._watch_deadline(switch)
             self._schedule(switch)
 
@@ -746,6 +772,13 @@ class KeepAliveManager:
         return wait
 
     async def _lost(self, switch: DeadMansSwitch, resp: DelayedEventError) -> None:
+        overwrite = switch.overwrite or await self._find_overwrite(switch)
+        if overwrite is not None:
+            # Gone because another user wrote the state (Synapse's rule), seen before the sync
+            # showed it: the overwrite policy decides, not the loss policy.
+            switch.overwrite = None
+            await self._apply_overwrite(switch, overwrite, still_scheduled=False)
+            return
         reason = await self._why_gone(switch)
         rearm = switch.on_lost is LostPolicy.REARM
         switch.machine.lost(self.clock.now(), rearm)
@@ -777,7 +810,10 @@ class KeepAliveManager:
         if error is None:
             switch.machine.stats.rearms += 1
             self._emit(switch, SwitchEventKind.REARMED, f"armed again ({switch.delay_id!r})")
-            await self._publish_alive(switch)
+            if switch.rearm_quietly:
+                switch.rearm_quietly = False
+            else:
+                await self._publish_alive(switch)
             return
         if error.kind in _HOPELESS:
             switch.machine.state = SwitchState.FAILED
@@ -792,6 +828,137 @@ class KeepAliveManager:
             f"arming again failed (will retry): {error}",
             error,
         )
+
+    # -- the state-overwrite guard -------------------------------------------------------
+
+    def _on_sync(self, response: SyncResponse) -> None:
+        """Look through a sync for state written by another user at a guarded (room, type,
+        state key). Runs inside nio's response handling: it only notes, the scheduler acts."""
+        me = self.client.user_id
+        for room_id, info in response.rooms.join.items():
+            for event in (*info.state, *info.timeline.events):
+                source = getattr(event, "source", None)
+                if not isinstance(source, dict):
+                    continue
+                state_key, sender = source.get("state_key"), source.get("sender")
+                if not isinstance(state_key, str) or not isinstance(sender, str) or sender == me:
+                    continue
+                switch = self._by_identity.get((room_id, source.get("type", ""), state_key, None))
+                if switch is not None:
+                    self._note_overwrite(switch, sender, source)
+
+    def _note_overwrite(self, switch: DeadMansSwitch, sender: str, source: dict[str, Any]) -> None:
+        ts = source.get("origin_server_ts")
+        if not isinstance(ts, int) or ts < switch.armed_wall_ms:
+            return  # written before our event was scheduled: the server's rule ignores it too
+        if switch.overwrite is not None or switch.state not in _GUARDED:
+            return
+        event_id = source.get("event_id")
+        switch.overwrite = Overwrite(sender, event_id if isinstance(event_id, str) else None, ts)
+        if not switch.busy:
+            switch.machine.next_at = self.clock.now()
+            self._schedule(switch)
+
+    async def _find_overwrite(self, switch: DeadMansSwitch) -> Overwrite | None:
+        """For a state switch whose event is gone: did another user write the state since it was
+        scheduled? (Synapse's rule cancels it then.) One look at the current state event."""
+        if switch.state_key is None:
+            return None
+        current = await self.client._state_event(
+            switch.room_id,
+            switch.event_type,
+            switch.state_key,
+            self._policy(self.request_timeout, 1),
+        )
+        if isinstance(current, dict):
+            sender, ts = current.get("sender"), current.get("origin_server_ts")
+            if (
+                isinstance(sender, str)
+                and sender != self.client.user_id
+                and isinstance(ts, int)
+                and ts >= switch.armed_wall_ms
+            ):
+                event_id = current.get("event_id")
+                return Overwrite(sender, event_id if isinstance(event_id, str) else None, ts)
+        return None
+
+    async def _overwritten(self, switch: DeadMansSwitch) -> None:
+        """Another user wrote the guarded state: find out whether the server kept our event,
+        then apply the switch's overwrite policy."""
+        overwrite = switch.overwrite
+        assert overwrite is not None
+        assert switch.delay_id is not None
+        found = await self.client.get_delayed_event(
+            switch.delay_id, policy=self._policy(self.request_timeout, 1)
+        )
+        if id(switch) not in self._switches:
+            return
+        if isinstance(found, GetDelayedEventResponse):
+            still_scheduled = found.delayed_event.status is DelayedEventStatus.SCHEDULED
+        elif found.kind in _GONE:
+            still_scheduled = False
+        else:
+            now = self.clock.now()
+            switch.machine.failed(now, self._note_rate_limit(switch, found, now))
+            self._emit(
+                switch,
+                SwitchEventKind.RESTART_FAILED,
+                f"could not look at the event after {overwrite.sender}'s overwrite (will retry): "
+                f"{found}",
+                found,
+            )
+            return
+        switch.overwrite = None
+        await self._apply_overwrite(switch, overwrite, still_scheduled)
+
+    async def _apply_overwrite(
+        self, switch: DeadMansSwitch, overwrite: Overwrite, still_scheduled: bool
+    ) -> None:
+        policy = switch.on_overwrite
+        what = f"{overwrite.sender} wrote {switch.event_type} {switch.state_key!r}"
+        if not still_scheduled:
+            what += "; the server had already cancelled ours (cancelled by state update)"
+        if policy is OverwritePolicy.IGNORE and still_scheduled:
+            self._emit(
+                switch,
+                SwitchEventKind.OVERWRITTEN,
+                f"{what}; ignored (on_overwrite=ignore): ours stays armed",
+            )
+            return
+        if still_scheduled:
+            assert switch.delay_id is not None
+            resp = await self.client.cancel_delayed_event(
+                switch.delay_id, policy=self._policy(self.request_timeout, 1)
+            )
+            if id(switch) not in self._switches:
+                return
+            if isinstance(resp, DelayedEventError) and resp.kind not in _GONE:
+                switch.overwrite = overwrite  # try again: ours must not fire over theirs
+                retry_after = self._note_rate_limit(switch, resp, self.clock.now())
+                switch.machine.failed(self.clock.now(), retry_after)
+                self._emit(
+                    switch,
+                    SwitchEventKind.RESTART_FAILED,
+                    f"{what}; could not cancel ours yet (will retry): {resp}",
+                    resp,
+                )
+                return
+            what += "; ours cancelled"
+        if policy is OverwritePolicy.CANCEL:
+            switch.machine.overwritten()
+            self._emit(
+                switch, SwitchEventKind.OVERWRITTEN, f"{what}; stopped (on_overwrite=cancel)"
+            )
+            self._forget(switch)
+            return
+        switch.machine.lost(self.clock.now(), rearm=True)
+        switch.rearm_quietly = policy is OverwritePolicy.IGNORE
+        then = (
+            "arming a new one, without publishing alive (on_overwrite=ignore)"
+            if switch.rearm_quietly
+            else "arming a new one and publishing alive again (on_overwrite=rearm)"
+        )
+        self._emit(switch, SwitchEventKind.OVERWRITTEN, f"{what}; {then}")
 
     def _forget(self, switch: DeadMansSwitch) -> None:
         if self._switches.pop(id(switch), None) is not None:
@@ -862,6 +1029,10 @@ def _identity(
         state_key,
         content.get(SWITCH_KEY_FIELD) if state_key is None else None,
     )
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _seconds(value: timedelta | float) -> float:

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
@@ -22,6 +22,13 @@ from typing import TYPE_CHECKING, Any, cast
 import aiohttp
 from aiohttp_socks import ProxyConnector
 from nio.client.async_client import AsyncClient
+from nio.exceptions import (
+    EncryptionError,
+    GroupEncryptionError,
+    LocalProtocolError,
+    OlmTrustError,
+)
+from nio.responses import Response, SyncResponse
 
 from .delay_id import DelayId
 from .errors import ErrorInfo, ErrorKind, classify_error, is_unrecognized
@@ -36,6 +43,7 @@ from .request_builders import (
     lookup_request,
     probe_request,
     schedule_request,
+    state_event_request,
     update_request,
     versions_request,
 )
@@ -77,10 +85,13 @@ __all__ = ["DelayedAsyncClient", "DelayedEventsMixin"]
 
 logger = logging.getLogger("nio_delayed")
 
-_ENCRYPTED = (
-    "{} is encrypted and this library cannot encrypt yet; nothing was sent "
-    "(no plaintext into an encrypted room)"
+_NO_E2E = (
+    "{} is encrypted and this client cannot encrypt (install nio-delayed[e2e] and give the "
+    "client a store_path); nothing was sent: no plaintext into an encrypted room"
 )
+# How long a room the client has not synced is taken to be unencrypted before asking again.
+# Encryption, once on, stays on: that answer is kept for good.
+_UNENCRYPTED_TTL = 300.0
 # Listing stops after this many pages: a server that never ends its pagination is broken.
 _MAX_PAGES = 1000
 
@@ -98,6 +109,9 @@ class _Negotiated:
     management_form: ManagementForm = ManagementForm.PATH
     lookup_supported: bool = True
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: Rooms the client has not synced, by what the server said of their encryption: True for
+    #: good, or the monotonic time an "unencrypted" answer was given.
+    encryption: dict[str, bool | float] = field(default_factory=dict)
 
 
 class DelayedEventsMixin(_Base):
@@ -194,11 +208,15 @@ class DelayedEventsMixin(_Base):
         delay: timedelta | int,
         tx_id: str | None = None,
         *,
+        ignore_unverified_devices: bool = False,
         policy: RequestPolicy | None = None,
     ) -> RoomSendDelayedResponse | RoomSendDelayedError:
         """Schedule a message event to be sent after ``delay`` (a timedelta or milliseconds).
 
         ``tx_id`` makes a retry safe: the same ``tx_id`` gives back the same ``delay_id``.
+        Into an encrypted room the message is encrypted as ``room_send`` would (members loaded,
+        the group session shared first), then scheduled; ``ignore_unverified_devices`` is
+        ``room_send``'s. Members who join after that cannot decrypt it.
         """
         try:
             room_id, event_type, checked, _ = check_event(room_id, event_type, content)
@@ -206,12 +224,28 @@ class DelayedEventsMixin(_Base):
             delay_ms = delay_to_ms(delay)
         except InvalidInput as exc:
             return RoomSendDelayedError.local(ErrorKind.INVALID, str(exc))
-        if self._known_encrypted(room_id):
-            return RoomSendDelayedError.local(ErrorKind.UNSUPPORTED, _ENCRYPTED.format(room_id))
-        result = await self._schedule(room_id, event_type, checked, delay_ms, tx_id, None, policy)
+        support = await self._require_support()
+        if isinstance(support, ErrorInfo):
+            return RoomSendDelayedError.from_info(support)
+        message = await self._message_for(
+            room_id, event_type, checked, ignore_unverified_devices, policy
+        )
+        if isinstance(message, ErrorInfo):
+            return RoomSendDelayedError.from_info(message)
+        sent_type, sent_content = message
+        result = await self._schedule(
+            room_id, sent_type, sent_content, delay_ms, tx_id, None, policy
+        )
         if isinstance(result, ErrorInfo):
             return RoomSendDelayedError.from_info(result)
-        return RoomSendDelayedResponse(result, room_id, event_type, delay_ms, tx_id=tx_id)
+        return RoomSendDelayedResponse(
+            result,
+            room_id,
+            event_type,
+            delay_ms,
+            tx_id=tx_id,
+            encrypted=sent_type != event_type,
+        )
 
     async def room_put_state_delayed(
         self,
@@ -432,7 +466,8 @@ class DelayedEventsMixin(_Base):
         """Send an ordinary event now, with this library's bounded retries (nio's own
         ``room_send`` may retry without end). Returns the event id, or the error.
 
-        Used for the keep-alive's "alive" event. Refuses a message into a known-encrypted room.
+        Used for the keep-alive's "alive" event. A message into an encrypted room is encrypted
+        (or refused, without end-to-end support).
         """
         try:
             room_id, event_type, checked, state_key = check_event(
@@ -440,8 +475,11 @@ class DelayedEventsMixin(_Base):
             )
         except InvalidInput as exc:
             return DelayedEventError.local(ErrorKind.INVALID, str(exc))
-        if state_key is None and self._known_encrypted(room_id):
-            return DelayedEventError.local(ErrorKind.UNSUPPORTED, _ENCRYPTED.format(room_id))
+        if state_key is None:
+            message = await self._message_for(room_id, event_type, checked, False, policy)
+            if isinstance(message, ErrorInfo):
+                return DelayedEventError.from_info(message)
+            event_type, checked = message
         request = event_request(
             room_id, event_type, checked, txn_id=str(uuid.uuid4()), state_key=state_key
         )
@@ -501,11 +539,128 @@ class DelayedEventsMixin(_Base):
             await session.close()
         await super().close()  # type: ignore[no-untyped-call]  # nio's close() is unannotated
 
-    # -- plumbing ------------------------------------------------------------------------
+    # -- encryption ----------------------------------------------------------------------
 
-    def _known_encrypted(self, room_id: str) -> bool:
+    async def _message_for(
+        self,
+        room_id: str,
+        event_type: str,
+        content: dict[str, Any],
+        ignore_unverified_devices: bool,
+        policy: RequestPolicy | None,
+    ) -> tuple[str, dict[str, Any]] | ErrorInfo:
+        """The (type, content) to send for a message: encrypted if the room is."""
+        encrypted = await self._room_encrypted(room_id, policy)
+        if isinstance(encrypted, ErrorInfo) or not encrypted:
+            return encrypted if isinstance(encrypted, ErrorInfo) else (event_type, content)
+        if self.olm is None:
+            return ErrorInfo(ErrorKind.UNSUPPORTED, _NO_E2E.format(room_id))
+        if room_id not in self.rooms:
+            return ErrorInfo(
+                ErrorKind.ENCRYPTION,
+                f"{room_id} is encrypted and the client has not synced it yet (its members are "
+                "unknown): sync first; nothing was sent",
+            )
+        bound = policy or self.delayed_events_policy
+        try:
+            # nio's own requests retry without end: bound the whole preparation.
+            await asyncio.wait_for(
+                self._share_room_key(room_id, ignore_unverified_devices),
+                bound.timeout * bound.max_attempts,
+            )
+            sent_type, sent_content = self.encrypt(room_id, event_type, content)
+        except asyncio.TimeoutError:
+            return ErrorInfo(
+                ErrorKind.NETWORK,
+                f"sharing the room key of {room_id} timed out; nothing was sent",
+            )
+        except (OlmTrustError, EncryptionError, GroupEncryptionError, LocalProtocolError) as exc:
+            hint = (
+                " (pass ignore_unverified_devices=True to share with them anyway)"
+                if isinstance(exc, OlmTrustError)
+                else ""
+            )
+            return ErrorInfo(
+                ErrorKind.ENCRYPTION,
+                f"could not encrypt for {room_id}: {exc}{hint}; nothing was sent",
+            )
+        return sent_type, dict(sent_content)
+
+    async def _share_room_key(self, room_id: str, ignore_unverified_devices: bool) -> None:
+        """What nio's ``room_send`` does before it encrypts: load the members, query their
+        keys, share the group session (or wait for a share under way)."""
+        assert self.olm is not None
+        if not self.rooms[room_id].members_synced:
+            await self.joined_members(room_id)
+            if self.should_query_keys:
+                await self.keys_query()
+        if self.olm.should_share_group_session(room_id):
+            sharing = self.sharing_session.get(room_id)
+            if sharing is not None:
+                await sharing.wait()
+            else:
+                await self.share_group_session(
+                    room_id, ignore_unverified_devices=ignore_unverified_devices
+                )
+
+    async def _room_encrypted(self, room_id: str, policy: RequestPolicy | None) -> bool | ErrorInfo:
+        """Whether the room is encrypted: from the sync, or, for a room the client has not
+        synced, from the server (no plaintext goes into an encrypted room by accident)."""
         room = self.rooms.get(room_id)
-        return room is not None and bool(room.encrypted)
+        if room is not None:
+            return bool(room.encrypted)
+        known = self._negotiated.encryption.get(room_id)
+        if known is True or (
+            isinstance(known, float) and time.monotonic() - known < _UNENCRYPTED_TTL
+        ):
+            return known is True
+        body = await self._delayed_call(
+            state_event_request(room_id, "m.room.encryption", ""), policy
+        )
+        if isinstance(body, ErrorInfo):
+            if body.kind is not ErrorKind.NOT_FOUND:
+                return replace(
+                    body,
+                    message=f"could not learn whether {room_id} is encrypted: {body.message}; "
+                    "nothing was sent",
+                )
+            self._negotiated.encryption[room_id] = time.monotonic()
+            return False
+        content = body.get("content")
+        if not isinstance(content, dict) or not isinstance(content.get("algorithm"), str):
+            return ErrorInfo(
+                ErrorKind.SERVER_ERROR,
+                f"could not learn whether {room_id} is encrypted: the answer is not a state "
+                "event; nothing was sent",
+                http_status=200,
+            )
+        self._negotiated.encryption[room_id] = True
+        return True
+
+    # -- watching the sync -----------------------------------------------------------------
+
+    async def receive_response(self, response: Response) -> None:
+        """nio's hook for every answer; sync answers are also shown to the keep-alive managers
+        of this client (the state-overwrite guard)."""
+        await super().receive_response(response)
+        if isinstance(response, SyncResponse):
+            for observer in tuple(self._sync_observers):
+                observer(response)
+
+    @property
+    def _sync_observers(self) -> set[Callable[[SyncResponse], None]]:
+        observers = self.__dict__.get("_nio_delayed_sync_observers")
+        if observers is None:
+            observers = self.__dict__["_nio_delayed_sync_observers"] = set()
+        return cast(set[Callable[[SyncResponse], None]], observers)
+
+    async def _state_event(
+        self, room_id: str, event_type: str, state_key: str, policy: RequestPolicy | None = None
+    ) -> dict[str, Any] | ErrorInfo:
+        """The room's current state event at (type, state key), whole: sender included."""
+        return await self._delayed_call(state_event_request(room_id, event_type, state_key), policy)
+
+    # -- plumbing ------------------------------------------------------------------------
 
     @property
     def _negotiated(self) -> _Negotiated:

@@ -22,6 +22,7 @@ __all__ = [
     "lookup_request",
     "probe_request",
     "schedule_request",
+    "state_event_request",
     "update_request",
     "versions_request",
 ]
@@ -166,3 +167,12 @@ def list_request(dialect: Dialect, from_token: str | None = None) -> HttpRequest
     if from_token is not None:
         path += "?" + urlencode({"from": from_token})
     return HttpRequest("GET", path)
+
+
+def state_event_request(room_id: str, event_type: str, state_key: str) -> HttpRequest:
+    """The current state event, whole (``format=event``: with its sender and timestamp)."""
+    return HttpRequest(
+        "GET",
+        f"/_matrix/client/v3/rooms/{_seg(room_id)}/state/{_seg(event_type)}/{_seg(state_key)}"
+        "?format=event",
+    )

@@ -135,9 +135,11 @@ class _ScheduledResponse(Response):
 
 @dataclass
 class RoomSendDelayedResponse(_ScheduledResponse):
-    """A delayed message was scheduled. Keep ``delay_id`` secret: it controls the event."""
+    """A delayed message was scheduled. Keep ``delay_id`` secret: it controls the event.
+    ``encrypted``: it was encrypted for the room (it is scheduled as ``m.room.encrypted``)."""
 
     tx_id: str = ""
+    encrypted: bool = False
 
 
 @dataclass

@@ -23,6 +23,8 @@ __all__ = [
     "KeepAliveError",
     "LeftoverPolicy",
     "LostPolicy",
+    "Overwrite",
+    "OverwritePolicy",
     "SwitchArmError",
     "SwitchEvent",
     "SwitchEventKind",
@@ -48,6 +50,34 @@ class LostPolicy(str, Enum):
     REARM = "rearm"
     #: Stop the switch in state FIRED.
     STOP = "stop"
+
+
+class OverwritePolicy(str, Enum):
+    """What a state switch does when another user writes its (room, type, state key).
+
+    Synapse cancels a delayed state event when another user writes the same state; the merged
+    MSC leaves that rule out, so other servers may keep the event. The manager watches the
+    client's sync and applies the chosen policy at once, the same on every server.
+    """
+
+    #: Arm a new event and publish the "alive" event again: the bot reasserts its state (the
+    #: default, and what Synapse's rule plus ``on_lost=REARM`` would do).
+    REARM = "rearm"
+    #: Stop the switch (state ``OVERWRITTEN``): its event must not clobber the other user's state.
+    #: If the server kept the event, it is cancelled.
+    CANCEL = "cancel"
+    #: Keep a switch armed, and leave the other user's state alone until it fires: if the server
+    #: cancelled the event, a new one is armed without publishing "alive".
+    IGNORE = "ignore"
+
+
+@dataclass(frozen=True)
+class Overwrite:
+    """Another user's write to a guarded state: who, which event, and when (server ms)."""
+
+    sender: str
+    event_id: str | None
+    origin_server_ts: int
 
 
 class LeftoverPolicy(str, Enum):
@@ -84,6 +114,7 @@ class SwitchEventKind(str, Enum):
     PROBABLY_FIRED = "probably_fired"
     LOST = "lost"
     REARMED = "rearmed"
+    OVERWRITTEN = "overwritten"
     STALL = "stall"
     STOPPED = "stopped"
     FAILED = "failed"
@@ -129,6 +160,7 @@ class _SwitchSettings:
     on_exit: ExitPolicy
     on_lost: LostPolicy
     on_leftover: LeftoverPolicy
+    on_overwrite: OverwritePolicy
 
 
 class DeadMansSwitch:
@@ -150,6 +182,13 @@ class DeadMansSwitch:
         self.watched_deadline: float | None = None
         self.tx_id: str | None = None
         self.stop_task: asyncio.Future[None] | None = None
+        #: Wall-clock ms when the current event was scheduled (or adopted): a state write by
+        #: another user from before then is not an overwrite of it.
+        self.armed_wall_ms = 0
+        #: An overwrite seen in the sync and not handled yet.
+        self.overwrite: Overwrite | None = None
+        #: The next re-arm publishes no "alive" (``on_overwrite=IGNORE``).
+        self.rearm_quietly = False
         self.callbacks: list[Callable[[SwitchEvent], None]] = []
         self._changed = asyncio.Event()
 
@@ -203,6 +242,10 @@ class DeadMansSwitch:
     @property
     def on_leftover(self) -> LeftoverPolicy:
         return self._settings.on_leftover
+
+    @property
+    def on_overwrite(self) -> OverwritePolicy:
+        return self._settings.on_overwrite
 
     # -- how it is doing -------------------------------------------------------------------
 

@@ -37,6 +37,9 @@ class SwitchState(str, Enum):
     #: The server confirmed the event is gone (sent, cancelled, overwritten) and the policy is
     #: to stop.
     FIRED = "fired"
+    #: Another user wrote the guarded state and the policy (``on_overwrite=CANCEL``) stopped the
+    #: switch: its event will not clobber their state.
+    OVERWRITTEN = "overwritten"
     #: The event is gone and a new one is being armed.
     REARMING = "rearming"
     STOPPING = "stopping"
@@ -46,7 +49,12 @@ class SwitchState(str, Enum):
 
     @property
     def is_final(self) -> bool:
-        return self in (SwitchState.FIRED, SwitchState.STOPPED, SwitchState.FAILED)
+        return self in (
+            SwitchState.FIRED,
+            SwitchState.OVERWRITTEN,
+            SwitchState.STOPPED,
+            SwitchState.FAILED,
+        )
 
 
 @dataclass
@@ -199,6 +207,12 @@ class SwitchMachine:
         else:
             self.state = SwitchState.FIRED
             self.next_at = None
+
+    def overwritten(self) -> None:
+        """Stopped because another user wrote the guarded state."""
+        self.deadline = None
+        self.next_at = None
+        self.state = SwitchState.OVERWRITTEN
 
     def rearmed(self, sent_at: float) -> None:
         self.stats.rearms += 1

@@ -67,6 +67,13 @@ def advertise(
     )
     capabilities = {} if capability is None else {"org.matrix.msc4140.delayed_events": capability}
     http.get(CAPABILITIES, payload={"capabilities": capabilities}, repeat=True)
+    # The client has not synced: it asks whether a room is encrypted before sending a message.
+    http.get(
+        re.compile(r".*/state/m\.room\.encryption/\?format=event$"),
+        status=404,
+        payload={"errcode": "M_NOT_FOUND", "error": "Event not found."},
+        repeat=True,
+    )
 
 
 def legacy_server(http: aioresponses, capability: Any = None) -> None:
@@ -81,6 +88,11 @@ def legacy_server(http: aioresponses, capability: Any = None) -> None:
 
 def calls(http: aioresponses, method: str | None = None) -> list[tuple[str, URL]]:
     return [key for key, reqs in http.requests.items() for _ in reqs if method in (None, key[0])]
+
+
+def events_sent(http: aioresponses) -> list[URL]:
+    """PUTs that carry an event (the support probe carries none)."""
+    return [url for _, url in calls(http, "PUT") if "nio-delayed-probe" not in str(url)]
 
 
 def sent(http: aioresponses, method: str, url: str) -> list[Any]:
@@ -114,7 +126,7 @@ async def test_capability_with_max_delay_zero_is_unsupported(
     assert "turned off" in support.reason
     resp = await client.room_send_delayed(ROOM, "m.room.message", {}, 1000)
     assert resp.kind is ErrorKind.UNSUPPORTED  # type: ignore[union-attr]
-    assert not calls(http, "PUT")
+    assert not events_sent(http)
 
 
 async def test_answer_with_event_id_and_no_delay_id_means_it_was_sent_at_once(
@@ -148,15 +160,47 @@ async def test_non_json_success_body_is_an_error(
     assert resp.http_status == 200
 
 
-async def test_encrypted_room_is_refused_without_any_request(
+async def test_encrypted_room_without_e2e_support_is_refused_and_nothing_is_sent(
     client: DelayedAsyncClient, http: aioresponses
 ) -> None:
+    legacy_server(http)
     client.rooms[ROOM] = MatrixRoom(ROOM, client.user_id, encrypted=True)
+    assert client.olm is None  # no store: this client cannot encrypt
     resp = await client.room_send_delayed(ROOM, "m.room.message", {"body": "secret"}, 1000)
     assert isinstance(resp, RoomSendDelayedError)
     assert resp.kind is ErrorKind.UNSUPPORTED
+    assert "nio-delayed[e2e]" in resp.message
+    assert not events_sent(http)
+
+
+async def test_a_room_the_client_has_not_synced_is_checked_for_encryption_first(
+    client: DelayedAsyncClient, http: aioresponses
+) -> None:
+    http.get(  # before the default answer (not encrypted): the first match answers
+        re.compile(r".*secret.*/state/m\.room\.encryption/\?format=event$"),
+        payload={"type": "m.room.encryption", "content": {"algorithm": "m.megolm.v1.aes-sha2"}},
+    )
+    legacy_server(http)
+    resp = await client.room_send_delayed("!secret:hs.example", "m.room.message", {"body": "x"}, 1)
+    assert isinstance(resp, RoomSendDelayedError)
+    assert resp.kind is ErrorKind.UNSUPPORTED
+    assert not events_sent(http)
+    # Encryption stays on once on: the answer is kept, and asked no more.
+    again = await client.room_send_delayed("!secret:hs.example", "m.room.message", {"body": "x"}, 1)
+    assert isinstance(again, RoomSendDelayedError)
+    assert len([url for _, url in calls(http, "GET") if "m.room.encryption" in str(url)]) == 1
+
+
+async def test_an_answer_about_encryption_that_is_not_an_event_sends_nothing(
+    client: DelayedAsyncClient, http: aioresponses
+) -> None:
+    http.get(re.compile(r".*odd.*/state/.*"), payload={"not": "an event"})
+    legacy_server(http)
+    resp = await client.room_send_delayed("!odd:hs.example", "m.room.message", {"body": "x"}, 1)
+    assert isinstance(resp, RoomSendDelayedError)
+    assert resp.kind is ErrorKind.SERVER_ERROR
     assert "encrypted" in resp.message
-    assert not calls(http)
+    assert not events_sent(http)
 
 
 async def test_invalid_input_is_refused_without_any_request(
@@ -247,7 +291,7 @@ async def test_stable_capability_alone_chooses_stable(
     support = await client.delayed_events_support()
     assert isinstance(support, DelayedEventsSupportResponse)
     assert (support.dialect, support.max_delay_ms) == (Dialect.STABLE, 9)
-    assert not calls(http, "PUT")  # no probe needed
+    assert not events_sent(http)  # no probe needed
 
 
 async def test_probe_failure_is_an_error_and_not_cached(

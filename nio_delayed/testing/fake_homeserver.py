@@ -17,6 +17,7 @@ It records every request and can inject faults (status codes, latency, dropped c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import random
@@ -137,6 +138,11 @@ class FakeHomeserver(LoopbackServer):
     makes a server without the feature. ``max_delay_ms``/``max_scheduled``: its limits.
     ``management_rate=(per_second, burst)`` rate-limits restart/cancel/send like Synapse's
     ``rc_delayed_event_mgmt``, answering 429 with ``retry_after_ms``.
+    ``state_overwrite_rule=True`` applies the rule the merged MSC moved to its alternatives (and
+    Synapse keeps): a state write cancels other users' delayed events for the same state.
+
+    It also serves enough of the room API for a bot: ``/state`` reads (``format=event``) and a
+    ``/sync`` that shows every room's new events to every user (no membership is modelled).
     """
 
     def __init__(
@@ -150,6 +156,7 @@ class FakeHomeserver(LoopbackServer):
         clock: Clock | None = None,
         management_rate: tuple[float, int] | None = None,
         seed: int | None = None,
+        state_overwrite_rule: bool = False,
     ) -> None:
         self.stable = stable and delayed_events
         self.unstable = unstable and delayed_events
@@ -158,6 +165,7 @@ class FakeHomeserver(LoopbackServer):
         #: Delayed events fire on this clock (a FakeClock in keep-alive tests).
         self.clock = clock
         self.management_rate = management_rate
+        self.state_overwrite_rule = state_overwrite_rule
         self._rng = random.Random(seed)
         self._bucket: tuple[float, float] | None = None  # (tokens, at)
         self.requests: list[RecordedRequest] = []
@@ -167,6 +175,8 @@ class FakeHomeserver(LoopbackServer):
         self._users: dict[str, str] = {}  # token -> user id
         self._delayed: dict[str, _Delayed] = {}
         self._txns: dict[tuple[str, str], str] = {}
+        self._state: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._new_event = asyncio.Event()
 
     def add_user(self, user_id: str) -> str:
         """Register ``user_id``; returns its access token."""
@@ -219,7 +229,9 @@ class FakeHomeserver(LoopbackServer):
         app.router.add_get("/_matrix/client/versions", self._versions)
         app.router.add_get("/_matrix/client/v3/capabilities", self._capabilities)
         app.router.add_put("/_matrix/client/v3/rooms/{room}/send/{type}/{txn}", self._send)
-        app.router.add_put("/_matrix/client/v3/rooms/{room}/state/{type}/{key:.*}", self._state)
+        app.router.add_put("/_matrix/client/v3/rooms/{room}/state/{type}/{key:.*}", self._put_state)
+        app.router.add_get("/_matrix/client/v3/rooms/{room}/state/{type}/{key:.*}", self._get_state)
+        app.router.add_get("/_matrix/client/v3/sync", self._sync)
         prefixes = []
         if self.stable:
             prefixes.append(("/_matrix/client/v3", "/_matrix/client/v1"))
@@ -337,8 +349,41 @@ class FakeHomeserver(LoopbackServer):
         # A server without the feature ignores ?org.matrix.msc4140.delay and sends at once.
         return await self._send_now(request, state_key=None)
 
-    async def _state(self, request: web.Request) -> web.Response:
+    async def _put_state(self, request: web.Request) -> web.Response:
         return await self._send_now(request, state_key=request.match_info["key"])
+
+    async def _get_state(self, request: web.Request) -> web.Response:
+        if self._user(request) is None:
+            return _error(401, "M_MISSING_TOKEN", "Missing access token")
+        key = (request.match_info["room"], request.match_info["type"], request.match_info["key"])
+        event = self._state.get(key)
+        if event is None:
+            return _error(404, "M_NOT_FOUND", "Event not found.")
+        return web.json_response(
+            event if request.query.get("format") == "event" else event["content"]
+        )
+
+    async def _sync(self, request: web.Request) -> web.Response:
+        if self._user(request) is None:
+            return _error(401, "M_MISSING_TOKEN", "Missing access token")
+        try:
+            since = int(request.query.get("since", "0"))
+            timeout = int(request.query.get("timeout", "0")) / 1000
+        except ValueError:
+            return _error(400, "M_INVALID_PARAM", "bad since or timeout")
+        if len(self.room_events) <= since and timeout > 0:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._new_event.wait(), min(timeout, 30.0))
+        rooms: dict[str, Any] = {}
+        for event in self.room_events[since:]:
+            room = rooms.setdefault(
+                event["room_id"],
+                {"timeline": {"events": [], "limited": False, "prev_batch": str(since)}},
+            )
+            room["timeline"]["events"].append({k: v for k, v in event.items() if k != "room_id"})
+        return web.json_response(
+            {"next_batch": str(len(self.room_events)), "rooms": {"join": rooms}}
+        )
 
     async def _send_now(self, request: web.Request, state_key: str | None) -> web.Response:
         user = self._user(request)
@@ -373,6 +418,19 @@ class FakeHomeserver(LoopbackServer):
         if delay_id is not None:
             event["unsigned"] = {"org.matrix.msc4140.delay_id": delay_id}
         self.room_events.append(event)
+        self._new_event.set()
+        self._new_event = asyncio.Event()
+        if state_key is not None:
+            self._state[(room_id, event_type, state_key)] = event
+            if self.state_overwrite_rule:
+                for other in list(self._delayed.values()):
+                    if (
+                        other.outcome is None
+                        and other.owner != sender
+                        and (other.room_id, other.type, other.state_key)
+                        == (room_id, event_type, state_key)
+                    ):
+                        self._finalise(other, "cancel")
         return event_id
 
     async def _schedule(self, request: web.Request) -> web.Response:
