@@ -71,6 +71,7 @@ logger = logging.getLogger("nio_delayed")
 
 #: Where a message switch keeps its key (see ``KeepAliveManager.add``).
 SWITCH_KEY_FIELD = "org.nio_delayed.switch"
+ENCRYPTED_TYPE = "m.room.encrypted"
 _GONE = (ErrorKind.NOT_FOUND, ErrorKind.CONFLICT)
 # Errors after which re-arming cannot succeed by trying again.
 _HOPELESS = (
@@ -344,6 +345,7 @@ class KeepAliveManager:
         on_leftover: LeftoverPolicy = LeftoverPolicy.ADOPT,
         on_overwrite: OverwritePolicy = OverwritePolicy.REARM,
         key: str = "default",
+        ignore_unverified_devices: bool = False,
     ) -> DeadMansSwitch:
         """Arm a switch and keep it from firing; returns once it is armed (and "alive" sent).
 
@@ -353,7 +355,8 @@ class KeepAliveManager:
         carries it under ``org.nio_delayed.switch``, so that a restarted process knows its own
         leftovers even if their text changed (a state event is known by its state key).
         ``on_overwrite`` (state switches): what to do when another user writes the same state,
-        seen in the client's sync (see :class:`OverwritePolicy`).
+        seen in the client's sync (see :class:`OverwritePolicy`). In an encrypted room, message
+        events are encrypted (``ignore_unverified_devices`` as for nio's ``room_send``).
         Raises ``InvalidInput`` for bad arguments, :class:`UnsupportedServerError` on a server
         without delayed events, :class:`SwitchArmError` if the event could not be scheduled.
         """
@@ -395,6 +398,7 @@ class KeepAliveManager:
             on_lost,
             on_leftover,
             on_overwrite,
+            ignore_unverified_devices,
         )
         switch = DeadMansSwitch(
             self, settings, SwitchMachine(delay_ms / 1000, interval, self.backoff, self.rng)
@@ -436,7 +440,10 @@ class KeepAliveManager:
         wanted = _identity(switch.room_id, switch.event_type, switch.state_key, switch.content)
 
         def same(event: DelayedEvent) -> bool:
-            return _identity(event.room_id, event.type, event.state_key, event.content) == wanted
+            event_type = event.type
+            if event_type == ENCRYPTED_TYPE and event.state_key is None:
+                event_type = switch.event_type  # its key is readable; its type is not
+            return _identity(event.room_id, event_type, event.state_key, event.content) == wanted
 
         mine = [e for e in self._leftovers if same(e)]
         self._leftovers = [e for e in self._leftovers if not same(e)]
@@ -445,7 +452,9 @@ class KeepAliveManager:
     async def _adopt(self, switch: DeadMansSwitch, leftovers: list[DelayedEvent]) -> None:
         for leftover in list(leftovers):
             if leftover.content != switch.content or leftover.delay_ms != switch.delay_ms:
-                continue  # a different event now: arm the new one, then cancel this one
+                # A different event now (or an encrypted one, whose text cannot be compared):
+                # arm the new one, then cancel this one.
+                continue
             sent_at = self.clock.now()
             sent_wall_ms = _wall_ms()
             resp = await self.client.restart_delayed_event(
@@ -501,6 +510,7 @@ class KeepAliveManager:
                 switch.content,
                 switch.delay_ms,
                 switch.tx_id,
+                ignore_unverified_devices=switch.ignore_unverified_devices,
                 policy=policy,
             )
         else:
@@ -557,6 +567,7 @@ class KeepAliveManager:
             alive.event_type,
             alive.content,
             alive.state_key,
+            ignore_unverified_devices=switch.ignore_unverified_devices,
             policy=self._policy(self.request_timeout, 3),
         )
         switch.alive_pending = isinstance(result, DelayedEventError)

@@ -32,7 +32,7 @@ from nio.responses import Response, SyncResponse
 
 from .delay_id import DelayId
 from .errors import ErrorInfo, ErrorKind, classify_error, is_unrecognized
-from .keepalive import KeepAliveManager
+from .keepalive import SWITCH_KEY_FIELD, KeepAliveManager
 from .models import DelayedEvent, MalformedAnswer, parse_delayed_event, parse_delayed_events_page
 from .request_builders import (
     DelayedEventAction,
@@ -461,6 +461,7 @@ class DelayedEventsMixin(_Base):
         content: Mapping[str, Any],
         state_key: str | None = None,
         *,
+        ignore_unverified_devices: bool = False,
         policy: RequestPolicy | None = None,
     ) -> str | DelayedEventError:
         """Send an ordinary event now, with this library's bounded retries (nio's own
@@ -476,7 +477,9 @@ class DelayedEventsMixin(_Base):
         except InvalidInput as exc:
             return DelayedEventError.local(ErrorKind.INVALID, str(exc))
         if state_key is None:
-            message = await self._message_for(room_id, event_type, checked, False, policy)
+            message = await self._message_for(
+                room_id, event_type, checked, ignore_unverified_devices, policy
+            )
             if isinstance(message, ErrorInfo):
                 return DelayedEventError.from_info(message)
             event_type, checked = message
@@ -569,6 +572,11 @@ class DelayedEventsMixin(_Base):
                 bound.timeout * bound.max_attempts,
             )
             sent_type, sent_content = self.encrypt(room_id, event_type, content)
+            sent_content = dict(sent_content)
+            if SWITCH_KEY_FIELD in content:
+                # A switch's key stays readable beside the ciphertext, so that a restarted bot
+                # knows its leftover (see KeepAliveManager.add); it names nothing secret.
+                sent_content[SWITCH_KEY_FIELD] = content[SWITCH_KEY_FIELD]
         except asyncio.TimeoutError:
             return ErrorInfo(
                 ErrorKind.NETWORK,
@@ -584,7 +592,7 @@ class DelayedEventsMixin(_Base):
                 ErrorKind.ENCRYPTION,
                 f"could not encrypt for {room_id}: {exc}{hint}; nothing was sent",
             )
-        return sent_type, dict(sent_content)
+        return sent_type, sent_content
 
     async def _share_room_key(self, room_id: str, ignore_unverified_devices: bool) -> None:
         """What nio's ``room_send`` does before it encrypts: load the members, query their
@@ -592,8 +600,10 @@ class DelayedEventsMixin(_Base):
         assert self.olm is not None
         if not self.rooms[room_id].members_synced:
             await self.joined_members(room_id)
-            if self.should_query_keys:
-                await self.keys_query()
+        # Unlike room_send, also when the members were known: a client that syncs with sync()
+        # rather than sync_forever() has nobody else to query new devices' keys.
+        if self.should_query_keys:
+            await self.keys_query()
         if self.olm.should_share_group_session(room_id):
             sharing = self.sharing_session.get(room_id)
             if sharing is not None:

@@ -161,6 +161,7 @@ class _SwitchSettings:
     on_lost: LostPolicy
     on_leftover: LeftoverPolicy
     on_overwrite: OverwritePolicy
+    ignore_unverified_devices: bool
 
 
 class DeadMansSwitch:
@@ -246,6 +247,10 @@ class DeadMansSwitch:
     @property
     def on_overwrite(self) -> OverwritePolicy:
         return self._settings.on_overwrite
+
+    @property
+    def ignore_unverified_devices(self) -> bool:
+        return self._settings.ignore_unverified_devices
 
     # -- how it is doing -------------------------------------------------------------------
 
