@@ -13,6 +13,7 @@ from .clock import Clock, SystemClock
 from .delay_id import DelayId
 from .errors import ErrorKind
 from .keepalive import EventStream, KeepAliveManager
+from .lifecycle import Shutdown, stop_on_signals
 from .mixin import DelayedAsyncClient, DelayedEventsMixin
 from .models import DelayedEvent, DelayedEventStatus
 from .request_builders import DelayedEventAction
@@ -84,6 +85,7 @@ __all__ = [
     "RoomPutStateDelayedResponse",
     "RoomSendDelayedError",
     "RoomSendDelayedResponse",
+    "Shutdown",
     "SwitchArmError",
     "SwitchEvent",
     "SwitchEventKind",
@@ -93,4 +95,5 @@ __all__ = [
     "UnsupportedServerError",
     "UpdateDelayedEventError",
     "UpdateDelayedEventResponse",
+    "stop_on_signals",
 ]

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from nio import RoomCreateResponse, RoomGetStateEventResponse
 
+from nio_delayed import DelayedEventsListResponse
+
 from .conftest import Room
 
 pytestmark = pytest.mark.synapse
@@ -48,6 +50,11 @@ class Example:
                 )
             if containing in line:
                 return line
+
+    def rest_of_output(self) -> str:
+        """Everything it printed after the lines read so far (once it has exited)."""
+        assert self.process.stdout is not None
+        return self.process.stdout.read()
 
     def signal(self, sig: signal.Signals) -> int:
         self.process.send_signal(sig)
@@ -204,5 +211,53 @@ async def test_many_rooms_keeps_one_switch_per_room_and_all_fire_when_killed(roo
             return True
 
         await room.wait_for(all_fired, timeout=6)
+    finally:
+        bot.close()
+
+
+@pytest.mark.parametrize("script", ["sync_bot.py", "niobot_bot.py"])
+async def test_a_syncing_bot_answers_while_its_switch_lives_and_a_sigterm_sends_offline_at_once(
+    room: Room, script: str
+) -> None:
+    bot = Example(room, script, room.room_id, "--delay", "30")
+    user = room.bot.user_id
+    try:
+        await bot.line("ready", timeout=30)
+        assert await state_of(room, "org.example.bot.status", user) == {"status": "online"}
+        await room.watcher.room_send(
+            room.room_id, "m.room.message", {"msgtype": "m.text", "body": "!ping"}
+        )
+
+        async def answered() -> bool:
+            return any("pong" in body for body in await bodies(room))
+
+        await room.wait_for(answered, timeout=15)  # the sync loop runs beside the keep-alive
+        assert bot.signal(signal.SIGTERM) == 0
+        # Sent by the exit policy at once, not by the server 30 s later.
+        assert await state_of(room, "org.example.bot.status", user) == {"status": "offline"}
+        assert "stopped by SIGTERM" in await asyncio.to_thread(bot.rest_of_output)
+        listing = await room.bot.delayed_events()
+        assert isinstance(listing, DelayedEventsListResponse)
+        assert listing.scheduled == []
+    finally:
+        bot.close()
+
+
+@pytest.mark.parametrize("script", ["sync_bot.py", "niobot_bot.py"])
+async def test_a_syncing_bot_killed_hard_goes_offline_one_delay_later(
+    room: Room, script: str
+) -> None:
+    bot = Example(room, script, room.room_id, "--delay", "2")
+    user = room.bot.user_id
+    try:
+        await bot.line("ready", timeout=30)
+        await asyncio.sleep(3)  # longer than the delay: restarted while the sync loop runs
+        assert await state_of(room, "org.example.bot.status", user) == {"status": "online"}
+        bot.signal(signal.SIGKILL)
+
+        async def offline() -> bool:
+            return await state_of(room, "org.example.bot.status", user) == {"status": "offline"}
+
+        assert await room.wait_for(offline, timeout=5) <= 3.0
     finally:
         bot.close()
