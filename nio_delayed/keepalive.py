@@ -702,6 +702,7 @@ class KeepAliveManager:
             arrived = switch.overwrite is not None and overwrite_before is None
             if arrived and switch.machine.next_at is not None:
                 # An overwrite seen while this request ran is handled next, at once.
+                switch.resume_at = switch.machine.next_at
                 switch.machine.next_at = min(switch.machine.next_at, self.clock.now())
             self._watch_deadline(switch)
             self._schedule(switch)
@@ -865,8 +866,12 @@ class KeepAliveManager:
         if switch.overwrite is not None or switch.state not in _GUARDED:
             return
         event_id = source.get("event_id")
-        switch.overwrite = Overwrite(sender, event_id if isinstance(event_id, str) else None, ts)
+        if not isinstance(event_id, str) or event_id == switch.last_overwrite_id:
+            return  # the same write again (a later sync can repeat state): handled already
+        switch.last_overwrite_id = event_id
+        switch.overwrite = Overwrite(sender, event_id, ts)
         if not switch.busy:
+            switch.resume_at = switch.machine.next_at
             switch.machine.next_at = self.clock.now()
             self._schedule(switch)
 
@@ -890,6 +895,8 @@ class KeepAliveManager:
                 and ts >= switch.armed_wall_ms
             ):
                 event_id = current.get("event_id")
+                if isinstance(event_id, str):
+                    switch.last_overwrite_id = event_id
                 return Overwrite(sender, event_id if isinstance(event_id, str) else None, ts)
         return None
 
@@ -930,6 +937,8 @@ class KeepAliveManager:
         if not still_scheduled:
             what += "; the server had already cancelled ours (cancelled by state update)"
         if policy is OverwritePolicy.IGNORE and still_scheduled:
+            # Nothing changed for our event: its restarts go on as they were planned.
+            switch.machine.next_at = switch.resume_at
             self._emit(
                 switch,
                 SwitchEventKind.OVERWRITTEN,

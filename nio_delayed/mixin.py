@@ -609,9 +609,17 @@ class DelayedEventsMixin(_Base):
             if sharing is not None:
                 await sharing.wait()
             else:
-                await self.share_group_session(
-                    room_id, ignore_unverified_devices=ignore_unverified_devices
-                )
+                try:
+                    await self.share_group_session(
+                        room_id, ignore_unverified_devices=ignore_unverified_devices
+                    )
+                except asyncio.CancelledError:
+                    # Cancelled (by our time-out) during its key claim, nio leaves its "sharing"
+                    # marker behind, and every later send into the room would wait on it.
+                    marker = self.sharing_session.pop(room_id, None)
+                    if marker is not None:
+                        marker.set()
+                    raise
 
     async def _room_encrypted(self, room_id: str, policy: RequestPolicy | None) -> bool | ErrorInfo:
         """Whether the room is encrypted: from the sync, or, for a room the client has not

@@ -186,8 +186,11 @@ class DeadMansSwitch:
         #: Wall-clock ms when the current event was scheduled (or adopted): a state write by
         #: another user from before then is not an overwrite of it.
         self.armed_wall_ms = 0
-        #: An overwrite seen in the sync and not handled yet.
+        #: An overwrite seen in the sync and not handled yet, and the event id of the last one.
         self.overwrite: Overwrite | None = None
+        self.last_overwrite_id: str | None = None
+        #: When its next restart was planned before an overwrite moved it forward.
+        self.resume_at: float | None = None
         #: The next re-arm publishes no "alive" (``on_overwrite=IGNORE``).
         self.rearm_quietly = False
         self.callbacks: list[Callable[[SwitchEvent], None]] = []

@@ -193,3 +193,14 @@ async def test_a_guard_that_cannot_cancel_yet_retries_and_says_so() -> None:
         await env.clock.advance(5)
         assert switch.state is SwitchState.OVERWRITTEN
         assert env.server.scheduled() == []
+
+
+async def test_the_same_write_seen_again_in_a_later_sync_is_handled_once() -> None:
+    async with make_env(server_rule=False) as env:
+        await env.add(OverwritePolicy.IGNORE)
+        await env.other_user_writes({"online": "maintenance"})
+        await env.sync()
+        await env.client.sync(timeout=0, since="0")  # a sync that repeats the whole history
+        await env.clock.settle()
+        env.overwritten()  # exactly one report
+        assert len(env.server.requests_to("/delayed_events/fake_")) == 1  # one look-up
