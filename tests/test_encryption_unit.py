@@ -15,8 +15,7 @@ from nio.rooms import MatrixRoom
 
 from nio_delayed import DelayedAsyncClient, ErrorKind, RequestPolicy, RoomSendDelayedError
 
-HS = "https://hs.example"
-ROOM = "!room:hs.example"
+from .test_client_mocked import HS, ROOM, legacy_server
 
 
 @pytest.fixture
@@ -30,20 +29,6 @@ async def e2e_client(tmp_path: Path) -> AsyncIterator[DelayedAsyncClient]:
     assert client.olm is not None
     yield client
     await client.close()
-
-
-def legacy_server(http: aioresponses) -> None:
-    http.get(
-        f"{HS}/_matrix/client/versions",
-        payload={"unstable_features": {"org.matrix.msc4140": True}},
-        repeat=True,
-    )
-    http.get(f"{HS}/_matrix/client/v3/capabilities", payload={"capabilities": {}}, repeat=True)
-    http.put(
-        re.compile(r".*/unstable/org\.matrix\.msc4140/rooms/.*/delayed_event/"),
-        status=404,
-        payload={"errcode": "M_UNRECOGNIZED"},
-    )
 
 
 async def test_a_key_share_that_hangs_is_bounded_and_leaves_the_room_usable(
@@ -76,11 +61,11 @@ async def test_an_encrypted_room_the_client_has_not_synced_asks_for_a_sync(
     e2e_client: DelayedAsyncClient,
 ) -> None:
     with aioresponses() as http:
-        legacy_server(http)
-        http.get(
+        http.get(  # before legacy_server's "not encrypted": the first match answers
             re.compile(r".*/state/m\.room\.encryption/.*"),
             payload={"type": "m.room.encryption", "content": {"algorithm": "m.megolm.v1.aes-sha2"}},
         )
+        legacy_server(http)
         resp = await e2e_client.room_send_delayed(ROOM, "m.room.message", {"body": "x"}, 1000)
     assert isinstance(resp, RoomSendDelayedError)
     assert resp.kind is ErrorKind.ENCRYPTION
