@@ -852,24 +852,22 @@ class KeepAliveManager:
                 source = getattr(event, "source", None)
                 if not isinstance(source, dict):
                     continue
-                state_key, sender = source.get("state_key"), source.get("sender")
-                if not isinstance(state_key, str) or not isinstance(sender, str) or sender == me:
+                state_key = source.get("state_key")
+                if not isinstance(state_key, str):
                     continue
-                switch = self._by_identity.get((room_id, source.get("type", ""), state_key, None))
-                if switch is not None:
-                    self._note_overwrite(switch, sender, source)
+                identity = _identity(room_id, source.get("type", ""), state_key, source)
+                switch = self._by_identity.get(identity)
+                overwrite = None if switch is None else _overwrite_of(switch, source, me)
+                if switch is not None and overwrite is not None:
+                    self._note_overwrite(switch, overwrite)
 
-    def _note_overwrite(self, switch: DeadMansSwitch, sender: str, source: dict[str, Any]) -> None:
-        ts = source.get("origin_server_ts")
-        if not isinstance(ts, int) or ts < switch.armed_wall_ms:
-            return  # written before our event was scheduled: the server's rule ignores it too
+    def _note_overwrite(self, switch: DeadMansSwitch, overwrite: Overwrite) -> None:
         if switch.overwrite is not None or switch.state not in _GUARDED:
             return
-        event_id = source.get("event_id")
-        if not isinstance(event_id, str) or event_id == switch.last_overwrite_id:
+        if overwrite.event_id == switch.last_overwrite_id:
             return  # the same write again (a later sync can repeat state): handled already
-        switch.last_overwrite_id = event_id
-        switch.overwrite = Overwrite(sender, event_id, ts)
+        switch.last_overwrite_id = overwrite.event_id
+        switch.overwrite = overwrite
         if not switch.busy:
             switch.resume_at = switch.machine.next_at
             switch.machine.next_at = self.clock.now()
@@ -886,19 +884,12 @@ class KeepAliveManager:
             switch.state_key,
             self._policy(self.request_timeout, 1),
         )
-        if isinstance(current, dict):
-            sender, ts = current.get("sender"), current.get("origin_server_ts")
-            if (
-                isinstance(sender, str)
-                and sender != self.client.user_id
-                and isinstance(ts, int)
-                and ts >= switch.armed_wall_ms
-            ):
-                event_id = current.get("event_id")
-                if isinstance(event_id, str):
-                    switch.last_overwrite_id = event_id
-                return Overwrite(sender, event_id if isinstance(event_id, str) else None, ts)
-        return None
+        if not isinstance(current, dict):
+            return None
+        overwrite = _overwrite_of(switch, current, self.client.user_id)
+        if overwrite is not None:
+            switch.last_overwrite_id = overwrite.event_id
+        return overwrite
 
     async def _overwritten(self, switch: DeadMansSwitch) -> None:
         """Another user wrote the guarded state: find out whether the server kept our event,
@@ -1049,6 +1040,18 @@ def _identity(
         state_key,
         content.get(SWITCH_KEY_FIELD) if state_key is None else None,
     )
+
+
+def _overwrite_of(switch: DeadMansSwitch, event: dict[str, Any], me: str) -> Overwrite | None:
+    """``event`` (a state event at the switch's room, type and state key) as an overwrite of
+    its event: written by another user, after our event was scheduled. Earlier writes are not:
+    the server's rule ignores them too."""
+    sender, ts, event_id = event.get("sender"), event.get("origin_server_ts"), event.get("event_id")
+    if not isinstance(sender, str) or sender == me or not isinstance(event_id, str):
+        return None
+    if not isinstance(ts, int) or ts < switch.armed_wall_ms:
+        return None
+    return Overwrite(sender, event_id, ts)
 
 
 def _wall_ms() -> int:
