@@ -3,6 +3,7 @@ and a server's delay_id checked like a caller's."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import math
@@ -30,12 +31,15 @@ from nio_delayed.models import (
     parse_delayed_events_page,
     parse_scheduled,
 )
+from nio_delayed.request_builders import HttpRequest, versions_request
 from nio_delayed.transport import (
     MAX_ANSWER_BYTES,
     HttpAnswer,
     NoAnswer,
+    RequestPolicy,
     outcome_result,
     read_answer,
+    send_with_retries,
 )
 
 NOW = 1_000_000.0
@@ -287,3 +291,36 @@ def test_a_server_delay_id_passes_the_same_check_as_a_callers() -> None:
         parse_delay_id("..")
     with pytest.raises(MalformedAnswer, match="no delay_id"):
         parse_delay_id(None)
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "attempts"),
+    [
+        ("nan", 1),
+        ("inf", 1),
+        ("-1", 1),
+        ("1e400", 1),
+        ("9" * 5000, 1),
+        ("99999999999", 1),  # longer than the policy sits through: the error is returned
+        ("Thu, 01 Jan 1970 00:00:00 GMT", 3),  # a date in the past: try again at once
+        ("0.01", 3),
+    ],
+)
+async def test_a_retry_loop_reads_any_retry_after_and_never_hangs(
+    retry_after: str, attempts: int
+) -> None:
+    sent: list[float] = []
+
+    async def sender(request: HttpRequest, timeout: float) -> HttpAnswer:
+        sent.append(timeout)
+        return HttpAnswer(429, b"slow down", retry_after)
+
+    policy = RequestPolicy(timeout=1, max_attempts=3, max_retry_after=0.05)
+    outcome = await asyncio.wait_for(
+        send_with_retries(sender, versions_request(), policy), timeout=5
+    )
+    assert isinstance(outcome, HttpAnswer)
+    assert len(sent) == attempts
+    info = outcome_result(outcome, now=NOW)
+    assert not isinstance(info, dict)
+    assert info.kind is ErrorKind.RATE_LIMITED

@@ -7,6 +7,8 @@ import json
 from urllib.parse import quote
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from nio_delayed import DelayedEventError, ErrorKind
 from nio_delayed.delay_id import redact, shorten
@@ -123,3 +125,25 @@ def test_requests_carry_their_delay_id_as_a_secret_and_never_show_it() -> None:
 
 def test_an_answer_never_shows_its_body() -> None:
     _clean(repr(HttpAnswer(500, f"echo {TOKEN}".encode(), location=f"/x/{DELAY_ID}")))
+
+
+@given(
+    st.integers(min_value=300, max_value=599),
+    st.text(max_size=700),
+    st.text(max_size=700),
+    st.sampled_from(SECRETS),
+    st.sampled_from(["raw", "json-error", "json-errcode", "quoted"]),
+)
+def test_no_error_answer_shows_a_secret_however_it_is_placed(
+    status: int, before: str, after: str, secret: str, how: str
+) -> None:
+    text = before + (quote(secret, safe="") if how == "quoted" else secret) + after
+    if how in ("raw", "quoted"):
+        body = text.encode(errors="surrogatepass")
+    else:
+        field = "error" if how == "json-error" else "errcode"
+        body = json.dumps({field: text}).encode()
+    info = outcome_result(HttpAnswer(status, body, location=text), secrets=SECRETS)
+    assert isinstance(info, ErrorInfo)
+    for shown in (info.message, info.errcode or "", repr(info)):
+        assert secret not in shown
