@@ -1,4 +1,5 @@
-"""Classify error answers into one kind a program can branch on (PROTOCOL.md section 4). Pure."""
+"""Classify error answers into one kind a program can branch on, whatever revision of the
+protocol or proxy wrote them; take the client's secrets out of their text. Pure."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import Enum
 from typing import Any
@@ -67,12 +68,6 @@ class ErrorInfo:
     http_status: int | None = None
     retry_after_ms: int | None = None
     max_delay_ms: int | None = None
-
-    def redacted(self, secrets: Iterable[str]) -> ErrorInfo:
-        """This error with every secret taken out of its text (see :func:`redact`)."""
-        secrets = tuple(secrets)
-        errcode = None if self.errcode is None else redact(self.errcode, secrets)
-        return replace(self, message=redact(self.message, secrets), errcode=errcode)
 
 
 _UNRECOGNIZED = "M_UNRECOGNIZED"

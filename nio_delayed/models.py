@@ -1,4 +1,5 @@
-"""Typed delayed events, parsed from every field-name variant in the field (PROTOCOL.md §3)."""
+"""Typed delayed events, parsed from every field-name variant servers use; the ids in them are
+checked as a caller's would be, so that the library can address every event it reports."""
 
 from __future__ import annotations
 

@@ -101,7 +101,9 @@ def coerce_policy(enum_cls: type[_P], value: object, name: str) -> _P:
                 return member
     choices = ", ".join(repr(member.value) for member in enum_cls)
     shown = repr(value) if isinstance(value, (str, Enum)) else type(value).__name__
-    raise InvalidInput(f"{name} must be a {enum_cls.__name__} or one of {choices}, not {shown}")
+    raise InvalidInput(
+        f"{name} must be one of {choices} (the {enum_cls.__name__} values), not {shown}"
+    )
 
 
 def _utf8_size(text: str, what: str) -> int:

@@ -270,7 +270,7 @@ def test_a_policy_given_as_its_value_is_that_member() -> None:
     "value", ["SEND", "Send", " send", "sent", "", None, 1, True, LostPolicy.REARM]
 )
 def test_anything_else_is_refused_by_name(value: object) -> None:
-    with pytest.raises(InvalidInput, match="on_exit must be a ExitPolicy or one of 'send'"):
+    with pytest.raises(InvalidInput, match=r"on_exit must be one of 'send', .* \(the ExitPolicy"):
         coerce_policy(ExitPolicy, value, "on_exit")
 
 
