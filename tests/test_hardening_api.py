@@ -88,17 +88,22 @@ async def test_any_content_is_scheduled_or_refused_as_invalid(value: Any) -> Non
         assert isinstance(result, RoomSendDelayedResponse)
 
 
+async def _schedule(server: FakeHomeserver) -> object:
+    """One delayed message, as a fresh client schedules it."""
+    client = await fake_client(server)
+    try:
+        return await client.room_send_delayed("!r:fake", "m.t", {"text": "private"}, 5000)
+    finally:
+        await client.close()
+
+
 @NEEDS_WIRING
 @pytest.mark.parametrize("delay_id", ["..", ".", "has space", "\u0000"])
 async def test_a_delay_id_the_library_could_not_manage_is_a_server_error(
     fake: FakeHomeserver, delay_id: str
 ) -> None:
     fake.inject(Fault(path_contains="/delayed_event/", status=200, body={"delay_id": delay_id}))
-    client = await fake_client(fake)
-    try:
-        result = await client.room_send_delayed("!r:fake", "m.t", {}, 5000)
-    finally:
-        await client.close()
+    result = await _schedule(fake)
     assert isinstance(result, RoomSendDelayedError)
     assert result.kind is ErrorKind.SERVER_ERROR
 
@@ -113,11 +118,7 @@ async def test_a_redirect_is_not_followed(fake: FakeHomeserver) -> None:
                 headers={"Location": elsewhere.url + "/_matrix/client/v3/rooms/x/send/m.t/1"},
             )
         )
-        client = await fake_client(fake)
-        try:
-            result = await client.room_send_delayed("!r:fake", "m.t", {"secret": 1}, 5000)
-        finally:
-            await client.close()
+        result = await _schedule(fake)
         assert not elsewhere.requests  # no content went to the other origin
     assert isinstance(result, RoomSendDelayedError)
     assert result.kind is ErrorKind.SERVER_ERROR
@@ -127,11 +128,7 @@ async def test_a_redirect_is_not_followed(fake: FakeHomeserver) -> None:
 @NEEDS_WIRING
 async def test_an_answer_too_long_to_read_is_a_server_error(fake: FakeHomeserver) -> None:
     fake.inject(Fault(path_contains="/delayed_event/", status=200, body="x" * (2 << 20)))
-    client = await fake_client(fake)
-    try:
-        result = await client.room_send_delayed("!r:fake", "m.t", {}, 5000)
-    finally:
-        await client.close()
+    result = await _schedule(fake)
     assert isinstance(result, RoomSendDelayedError)
     assert result.kind is ErrorKind.SERVER_ERROR
     assert "too long" in result.message
