@@ -14,6 +14,8 @@ from nio_delayed import (
     ExitPolicy,
     InvalidInput,
     KeepAliveManager,
+    RoomPutStateDelayedError,
+    RoomPutStateDelayedResponse,
     RoomSendDelayedError,
     RoomSendDelayedResponse,
 )
@@ -171,3 +173,36 @@ async def test_a_policy_given_as_its_value_works_as_that_policy(fake: FakeHomese
     finally:
         await manager.close()
         await client.close()
+
+
+ids = st.one_of(
+    st.text(max_size=12),
+    st.text(alphabet="./%2Ee?#!: \ud800", max_size=6),
+    st.sampled_from([".", "..", "%2E", "%2E%2E", ".%2e", "a/../b", "!r/..", "!r:fake"]),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.one_of(ids, ids.map(lambda s: "!" + s)), ids, ids)
+async def test_a_request_reaches_the_endpoint_it_means_or_is_refused(
+    room_id: str, event_type: str, state_key: str
+) -> None:
+    async with FakeHomeserver() as server:
+        client = await fake_client(server)
+        try:
+            result = await client.room_put_state_delayed(
+                room_id, event_type, {}, 5000, state_key=state_key
+            )
+        finally:
+            await client.close()
+    if isinstance(result, RoomPutStateDelayedError):
+        assert result.kind is ErrorKind.INVALID, result
+        assert not server.requests_to("/rooms/")
+        return
+    assert isinstance(result, RoomPutStateDelayedResponse)
+    [scheduled] = server.scheduled()
+    assert (scheduled["room_id"], scheduled["type"], scheduled["state_key"]) == (
+        room_id,
+        event_type,
+        state_key,
+    )
