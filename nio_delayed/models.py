@@ -107,6 +107,13 @@ def _segment(value: str, name: str) -> str:
         raise MalformedAnswer(str(exc)) from None
 
 
+def _encodable(value: str, name: str) -> None:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise MalformedAnswer(f"{name} holds a character that cannot be encoded") from None
+
+
 def parse_delay_id(value: object) -> DelayId:
     """A ``delay_id`` a server gave, checked by the rules for one a caller gives: one the library
     could not address later (not a string, a control character, ``..``) is a malformed answer."""
@@ -214,6 +221,8 @@ def parse_delayed_events_page(body: object) -> tuple[list[DelayedEvent], str | N
     next_batch = body.get("next_batch")
     if next_batch is not None and not isinstance(next_batch, str):
         raise MalformedAnswer("next_batch is not a string")
+    if next_batch is not None:
+        _encodable(next_batch, "next_batch")  # it goes back in the next request's query
     events: list[DelayedEvent] = []
     if "delayed_events" in body:
         events.extend(parse_delayed_event(item) for item in _list(body, "delayed_events"))

@@ -324,3 +324,9 @@ async def test_a_retry_loop_reads_any_retry_after_and_never_hangs(
     info = outcome_result(outcome, now=NOW)
     assert not isinstance(info, dict)
     assert info.kind is ErrorKind.RATE_LIMITED
+
+
+def test_a_pagination_token_that_could_not_be_sent_back_is_malformed() -> None:
+    with pytest.raises(MalformedAnswer, match="next_batch"):
+        parse_delayed_events_page({"delayed_events": [], "next_batch": "a\ud800"})
+    assert parse_delayed_events_page({"delayed_events": [], "next_batch": "é ?&"})[1] == "é ?&"
