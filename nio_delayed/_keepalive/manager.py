@@ -233,7 +233,7 @@ class KeepAliveManager:
 
     # -- adding and stopping ---------------------------------------------------------------
 
-    async def add(
+    async def add(  # noqa: PLR0913  # the public signature: one keyword per switch option
         self,
         room_id: str,
         event_type: str,
