@@ -55,4 +55,3 @@ class SwitchRegistry:
         """The switch ended (or is ending): nothing acts on it any more."""
         if self._switches.pop(id(switch), None) is not None:
             self._by_identity.pop(identity_of(switch), None)
-        switch.generation += 1
