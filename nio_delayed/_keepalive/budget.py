@@ -47,6 +47,7 @@ class RequestBudget:
         return max(now, self._gate_until, self._next_send)
 
     def may_send(self, now: float) -> bool:
+        """Whether a request may leave now."""
         return self.earliest_send(now) <= now
 
     def sent(self, now: float) -> None:
