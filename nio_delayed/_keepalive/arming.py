@@ -25,6 +25,8 @@ __all__ = ["Arming"]
 
 
 class Arming:
+    """Schedules switches' events, and owns the leftovers a previous process left."""
+
     def __init__(self, context: KeepAliveContext) -> None:
         self._ctx = context
         self._client = context.client

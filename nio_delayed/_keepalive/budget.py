@@ -23,6 +23,8 @@ _NO_PACE = 0.001
 
 
 class RequestBudget:
+    """The pace of one client's keep-alive requests (see the module's docstring)."""
+
     def __init__(self, max_in_flight: int, backoff: Backoff, rng: random.Random) -> None:
         self._max_in_flight = max_in_flight
         self._backoff = backoff

@@ -32,6 +32,8 @@ HOPELESS = (
 
 
 class KeepAliveContext:
+    """Shared by the parts of one manager; built by it."""
+
     def __init__(
         self,
         client: KeepAliveClient,

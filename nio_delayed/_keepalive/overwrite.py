@@ -23,6 +23,8 @@ _GUARDED = (SwitchState.ARMED, SwitchState.AT_RISK, SwitchState.PROBABLY_FIRED)
 
 
 class OverwriteGuard:
+    """Notes other users' writes from the sync; acts on them when the scheduler says."""
+
     def __init__(
         self, context: KeepAliveContext, schedule: Callable[[SwitchRuntime], None]
     ) -> None:

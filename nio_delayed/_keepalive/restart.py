@@ -18,6 +18,8 @@ logger = logging.getLogger("nio_delayed")
 
 
 class Restarter:
+    """What a due switch does when the scheduler hands it a request task."""
+
     def __init__(self, context: KeepAliveContext, arming: Arming, guard: OverwriteGuard) -> None:
         self._ctx = context
         self._client = context.client

@@ -52,6 +52,8 @@ Act = Callable[[SwitchRuntime], Awaitable[None]]
 
 
 class Scheduler:
+    """The due heap, the deadline watch, and the task that wakes for them."""
+
     def __init__(
         self, context: KeepAliveContext, *, stall_threshold: float, track_lateness: bool
     ) -> None:

@@ -12,6 +12,8 @@ __all__ = ["Stopping"]
 
 
 class Stopping:
+    """Ends switches, once each, by their exit policies."""
+
     def __init__(self, context: KeepAliveContext) -> None:
         self._ctx = context
 
