@@ -12,6 +12,7 @@ if isinstance(resp, RoomSendDelayedResponse):
 from ._keepalive import (
     AliveEvent,
     Backoff,
+    Capacity,
     DeadMansSwitch,
     EventStream,
     ExitPolicy,
@@ -32,6 +33,7 @@ from .clock import Clock, SystemClock
 from .delay_id import DelayId
 from .errors import ErrorKind
 from .lifecycle import Shutdown, stop_on_signals
+from .limits import RateLimit, ServerLimits
 from .mixin import DelayedAsyncClient, DelayedEventsMixin
 from .models import DelayedEvent, DelayedEventStatus
 from .request_builders import DelayedEventAction
@@ -57,6 +59,7 @@ from .validation import InvalidInput
 __all__ = [
     "AliveEvent",
     "Backoff",
+    "Capacity",
     "Clock",
     "DeadMansSwitch",
     "DelayId",
@@ -83,11 +86,13 @@ __all__ = [
     "LostPolicy",
     "Overwrite",
     "OverwritePolicy",
+    "RateLimit",
     "RequestPolicy",
     "RoomPutStateDelayedError",
     "RoomPutStateDelayedResponse",
     "RoomSendDelayedError",
     "RoomSendDelayedResponse",
+    "ServerLimits",
     "Shutdown",
     "SwitchArmError",
     "SwitchEvent",

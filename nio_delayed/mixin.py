@@ -33,6 +33,7 @@ from nio.responses import Response, SyncResponse
 from ._keepalive import DeadMansSwitch, KeepAliveManager
 from .delay_id import DelayId
 from .errors import ErrorInfo, ErrorKind, classify_error, is_unrecognized
+from .limits import ServerLimits
 from .models import DelayedEvent, MalformedAnswer, parse_delayed_event, parse_delayed_events_page
 from .request_builders import (
     DelayedEventAction,
@@ -126,6 +127,10 @@ class DelayedEventsMixin(_Base):
     """
 
     delayed_events_policy: RequestPolicy = RequestPolicy()
+    #: The server's rate limits as far as you know them (default: Synapse's defaults). The
+    #: keep-alive plans its requests by them and learns tighter ones by itself; say so here if
+    #: the server allows more, or exempts the bot (``ServerLimits.unlimited()``).
+    delayed_events_limits: ServerLimits = ServerLimits()
 
     # -- support -------------------------------------------------------------------------
 

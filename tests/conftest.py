@@ -63,6 +63,7 @@ def synapse_without_delayed_events(request: pytest.FixtureRequest) -> Iterator[D
 async def login(server: DevServer, user: DevUser) -> DelayedAsyncClient:
     client = DelayedAsyncClient(server.url, user.user_id)
     client.restore_login(user.user_id, user.device_id, user.access_token)
+    client.delayed_events_limits = server.limits
     return client
 
 
@@ -139,6 +140,7 @@ async def fake() -> AsyncIterator[FakeHomeserver]:
 async def fake_client(server: FakeHomeserver, user_id: str = "@bot:fake") -> DelayedAsyncClient:
     client = DelayedAsyncClient(server.url, user_id)
     client.restore_login(user_id, "DEVICE", server.add_user(user_id))
+    client.delayed_events_limits = server.limits
     return client
 
 

@@ -32,6 +32,7 @@ PURE = {
         "transport",
         "validation",
         "wire",
+        "limits",
     )
 }
 KEEPALIVE = f"{ROOT}._keepalive"

@@ -30,6 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from ..clock import Clock, TimerHandle
+from ..limits import RateLimit, ServerLimits
 from .loopback import LoopbackServer
 
 __all__ = ["FakeHomeserver", "Fault", "RecordedRequest"]
@@ -177,6 +178,14 @@ class FakeHomeserver(LoopbackServer):
         self._txns: dict[tuple[str, str], str] = {}
         self._state: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._new_event = asyncio.Event()
+
+    @property
+    def limits(self) -> ServerLimits:
+        """Its rate limits, as a client should be told them: only management is limited."""
+        if self.management_rate is None:
+            return ServerLimits.unlimited()
+        per_second, burst = self.management_rate
+        return ServerLimits(management=RateLimit(per_second, burst), scheduling=None)
 
     def add_user(self, user_id: str) -> str:
         """Register ``user_id``; returns its access token."""
