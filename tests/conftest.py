@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import sys
@@ -13,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 from nio import JoinResponse, MessageDirection, RoomCreateResponse, RoomMessagesResponse
+from nio.crypto import ENCRYPTION_ENABLED
 
 from nio_delayed import DelayedAsyncClient
 from nio_delayed.devserver import DevServer, DevUser
@@ -28,8 +31,51 @@ LEGACY_SYNAPSE = "1.142.1"
 LEGACY_PYTHON_ENV = "NIO_DELAYED_LEGACY_SYNAPSE_PYTHON"
 
 
+# Tests of an optional extra skip without it (the fast lane runs with the test extra only).
+needs_e2e = pytest.mark.skipif(
+    not ENCRYPTION_ENABLED, reason="needs nio's encryption: pip install -e '.[e2e]'"
+)
+needs_niobot = pytest.mark.skipif(
+    importlib.util.find_spec("niobot") is None, reason="needs nio-bot: pip install -e '.[niobot]'"
+)
+
+# In CI, hypothesis neither reads nor writes its example database: an example saved by an
+# earlier run cannot turn a clean tree red. The same examples are drawn every run there.
+settings.register_profile("ci", database=None, derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
+
+#: Fixtures that start a real Synapse: a test that uses one (directly or through another
+#: fixture, such as ``room``) is marked ``synapse`` here, so ``-m "not synapse"`` (the fast lane,
+#: ``make check``) never waits for a Synapse.
+SYNAPSE_FIXTURES = frozenset({"synapse", "synapse_without_delayed_events"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SYNAPSE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.synapse)
+
+
+@pytest.fixture(autouse=True)
+def _synapse_needs_the_marker(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test that starts a DevServer itself must say so with ``@pytest.mark.synapse``."""
+    if request.node.get_closest_marker("synapse") is None:
+
+        def refuse(self: DevServer) -> DevServer:
+            pytest.fail("this test starts a Synapse: mark it with @pytest.mark.synapse")
+
+        monkeypatch.setattr(DevServer, "start", refuse)
+
+
 def _synapse_python(generation: str) -> str:
     if generation == CURRENT_SYNAPSE:
+        if importlib.util.find_spec("synapse") is None:
+            if os.environ.get("CI"):
+                pytest.fail("Synapse is not installed: run the tests with `make test`")
+            pytest.skip("needs Synapse: pip install -e '.[server]'")
         return sys.executable
     python = os.environ.get(LEGACY_PYTHON_ENV)
     if not python:
@@ -143,7 +189,25 @@ async def fake_client(server: FakeHomeserver, user_id: str = "@bot:fake") -> Del
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    worker_output = getattr(session.config, "workeroutput", None)
+    if worker_output is not None:
+        # A pytest-xdist worker: its figures go to the controller, which writes the file.
+        worker_output["reliability"] = json.dumps(RESULTS)
+        return
     if RESULTS:
         out = Path(__file__).resolve().parent.parent / "build" / "reliability.json"
         out.parent.mkdir(exist_ok=True)
         out.write_text(json.dumps(RESULTS, indent=2, sort_keys=True))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """pytest-xdist: gather a worker's figures (a scenario's are keyed by Synapse version, and
+    each generation may run on another worker)."""
+    figures: dict[str, object] = json.loads(node.workeroutput.get("reliability", "{}"))
+    for key, value in figures.items():
+        mine = RESULTS.get(key)
+        if isinstance(mine, dict) and isinstance(value, dict):
+            mine.update(value)
+        else:
+            RESULTS[key] = value

@@ -19,8 +19,6 @@ from nio_delayed.devserver import DevServer
 
 from .conftest import Room
 
-pytestmark = pytest.mark.synapse
-
 CONTENT = json.dumps({"msgtype": "m.text", "body": "from the cli"})
 
 
@@ -248,6 +246,7 @@ def test_run_needs_a_command() -> None:
     assert "give the command to run after --" in result.stderr
 
 
+@pytest.mark.synapse
 def test_devserver_command_prints_credentials_and_stops_on_ctrl_c() -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "nio_delayed", "devserver", "--json", "--users", "bot,alice"],
@@ -272,6 +271,7 @@ def test_devserver_command_prints_credentials_and_stops_on_ctrl_c() -> None:
             process.stdout.close()
 
 
+@pytest.mark.synapse
 def test_demo_runs_the_whole_story() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "nio_delayed", "demo", "--alive", "3"],
