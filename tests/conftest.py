@@ -51,10 +51,25 @@ if os.environ.get("CI"):
 SYNAPSE_FIXTURES = frozenset({"synapse", "synapse_without_delayed_events"})
 
 
+#: Modules whose real-Synapse tests take longest (a minute for the slowest single test) go
+#: first: with the workers taking one test at a time, no long test then starts last.
+SLOWEST_FIRST = (
+    "test_reliability.py",
+    "test_keepalive_synapse.py",
+    "test_examples_and_devserver.py",
+)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if SYNAPSE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.synapse)
+
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return SLOWEST_FIRST.index(name) if name in SLOWEST_FIRST else len(SLOWEST_FIRST)
+
+    items.sort(key=rank)  # stable: otherwise in collection order
 
 
 @pytest.fixture(autouse=True)
@@ -91,19 +106,42 @@ def _start(generation: str, **options: Any) -> DevServer:
     return server
 
 
-@pytest.fixture(scope="session", params=[CURRENT_SYNAPSE, LEGACY_SYNAPSE])
-def synapse(request: pytest.FixtureRequest) -> Iterator[DevServer]:
-    """A real Synapse with delayed events on, once per generation for the whole session."""
-    server = _start(request.param)
-    yield server
-    server.close()
+class _Servers:
+    """The shared Synapses of a test process (an xdist worker), each started on first use and
+    kept until the session ends: one per generation, with and without delayed events. Tests of
+    both generations can then run in any order (`make test` hands them out longest first, one
+    at a time) without a Synapse restart each time the generation changes."""
+
+    def __init__(self) -> None:
+        self._started: dict[tuple[str, bool], DevServer] = {}
+
+    def get(self, generation: str, delayed_events: bool = True) -> DevServer:
+        key = (generation, delayed_events)
+        if key not in self._started:
+            self._started[key] = _start(generation, delayed_events=delayed_events)
+        return self._started[key]
+
+    def close(self) -> None:
+        for server in self._started.values():
+            server.close()
+
+
+@pytest.fixture(scope="session")
+def _servers() -> Iterator[_Servers]:
+    servers = _Servers()
+    yield servers
+    servers.close()
 
 
 @pytest.fixture(scope="session", params=[CURRENT_SYNAPSE, LEGACY_SYNAPSE])
-def synapse_without_delayed_events(request: pytest.FixtureRequest) -> Iterator[DevServer]:
-    server = _start(request.param, delayed_events=False)
-    yield server
-    server.close()
+def synapse(request: pytest.FixtureRequest, _servers: _Servers) -> DevServer:
+    """A real Synapse with delayed events on, shared by the session's tests of its generation."""
+    return _servers.get(request.param)
+
+
+@pytest.fixture(scope="session", params=[CURRENT_SYNAPSE, LEGACY_SYNAPSE])
+def synapse_without_delayed_events(request: pytest.FixtureRequest, _servers: _Servers) -> DevServer:
+    return _servers.get(request.param, delayed_events=False)
 
 
 async def login(server: DevServer, user: DevUser) -> DelayedAsyncClient:

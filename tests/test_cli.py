@@ -143,9 +143,10 @@ async def test_bad_input_is_refused_with_a_clear_message(room: Room, env_for, ca
     code, _, err = await cli(capsys, "restart", "syd_doesnotexist")
     assert code == 1
     assert "error [not_found] 404 M_NOT_FOUND" in err
-    code, out, _ = await cli(capsys, "cancel", "syd_doesnotexist", "--json")
+    code, out, err = await cli(capsys, "cancel", "syd_doesnotexist", "--json")
     assert code == 1
-    assert json.loads(out)["error"]["kind"] == "not_found"
+    assert out == ""
+    assert json.loads(err)["error"]["kind"] == "not_found"
 
 
 async def test_unsupported_server_is_reported(
