@@ -67,19 +67,23 @@ package: $(BIN)/.installed
 		'import nio_delayed, os; assert nio_delayed.__file__.startswith(os.getcwd()), nio_delayed.__file__'
 	cd build/sdist/* && $(abspath $(BIN))/pytest -q -p no:cacheprovider -m "not synapse"
 
-# The fast lane on every CPython 3.10-3.13 found on PATH, each in its own virtualenv with the
-# test extra only (so the tests of e2e, nio-bot and Synapse skip, as they must without them).
+# The fast lane on every CPython 3.10-3.13 installed (on PATH, or under pyenv without being
+# selected), each in its own virtualenv with the test extra only: the tests of e2e, nio-bot and
+# Synapse skip there, as they must without them.
+PYENV_ROOT ?= $(HOME)/.pyenv
 check-pythons:
 	@for v in $(PYTHONS); do \
-		if ! python$$v -c '' 2>/dev/null; then echo "== Python $$v: not installed, skipped"; continue; fi; \
-		echo "== Python $$v"; \
-		$(MAKE) --no-print-directory .venv-py$$v/bin/.installed || exit 1; \
+		py=$$(for c in python$$v $(PYENV_ROOT)/versions/$$v.*/bin/python$$v; do \
+			if $$c -c '' 2>/dev/null; then echo $$c; break; fi; done); \
+		if [ -z "$$py" ]; then echo "== Python $$v: not installed, skipped"; continue; fi; \
+		echo "== Python $$v: $$py"; \
+		$(MAKE) --no-print-directory .venv-py$$v/bin/.installed PY=$$py || exit 1; \
 		.venv-py$$v/bin/mypy --cache-dir .mypy_cache/py$$v || exit 1; \
 		.venv-py$$v/bin/pytest -q -p no:cacheprovider -m "not synapse" || exit 1; \
 	done
 
 .venv-py%/bin/.installed: pyproject.toml
-	python$* -m venv .venv-py$*
+	$(or $(PY),python$*) -m venv .venv-py$*
 	.venv-py$*/bin/pip install --quiet --upgrade pip
 	.venv-py$*/bin/pip install --quiet -e '.[test]'
 	touch $@
