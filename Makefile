@@ -24,7 +24,7 @@ demo: $(BIN)/.installed
 # The fast lane first, so that a unit failure shows at once; then the packages; then Synapse.
 test: check package synapse-tests
 
-# Everything that needs no Synapse: about a minute.
+# Everything that needs no Synapse: about 30 s.
 check: lint typecheck unit
 
 $(BIN)/.installed: pyproject.toml
