@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 LEGACY_SYNAPSE := 1.142.1
 LEGACY_VENV := .venv-synapse-$(LEGACY_SYNAPSE)
 # The real-Synapse tests mostly wait (for delays to pass, outages to end): on 2 cores, four
-# workers use less than one core between them and cut 11.5 minutes to under 4. Each worker
+# workers use less than one core between them and cut 11.5 minutes to 3.5. Each worker
 # keeps its Synapses for the session (tests/conftest.py) and takes one test at a time, the
 # slowest first, so that no minute-long test starts last.
 SYNAPSE_WORKERS ?= 4
@@ -24,7 +24,7 @@ demo: $(BIN)/.installed
 # The fast lane first, so that a unit failure shows at once; then the packages; then Synapse.
 test: check package synapse-tests
 
-# Everything that needs no Synapse: about 30 s.
+# Everything that needs no Synapse: 25 s.
 check: lint typecheck unit
 
 $(BIN)/.installed: pyproject.toml
