@@ -1,4 +1,5 @@
-"""The nio-delayed command, against real Synapse where it talks to a server."""
+"""The nio-delayed command: against real Synapse where it talks to a server, and against the fake
+homeserver for the details that need none (errors, pipes, the parent-death signal)."""
 
 from __future__ import annotations
 
