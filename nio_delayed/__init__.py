@@ -16,10 +16,28 @@ try:
 except PackageNotFoundError:  # imported from a checkout that was never installed
     __version__ = "0+unknown"
 
+from ._keepalive import (
+    AliveEvent,
+    Backoff,
+    DeadMansSwitch,
+    EventStream,
+    ExitPolicy,
+    KeepAliveError,
+    KeepAliveManager,
+    LeftoverPolicy,
+    LostPolicy,
+    Overwrite,
+    OverwritePolicy,
+    SwitchArmError,
+    SwitchEvent,
+    SwitchEventKind,
+    SwitchState,
+    SwitchStats,
+    UnsupportedServerError,
+)
 from .clock import Clock, SystemClock
 from .delay_id import DelayId
 from .errors import ErrorKind
-from .keepalive import EventStream, KeepAliveManager
 from .lifecycle import Shutdown, stop_on_signals
 from .mixin import DelayedAsyncClient, DelayedEventsMixin
 from .models import DelayedEvent, DelayedEventStatus
@@ -40,21 +58,6 @@ from .responses import (
     UpdateDelayedEventResponse,
 )
 from .support import Dialect
-from .switch import (
-    AliveEvent,
-    DeadMansSwitch,
-    ExitPolicy,
-    KeepAliveError,
-    LeftoverPolicy,
-    LostPolicy,
-    Overwrite,
-    OverwritePolicy,
-    SwitchArmError,
-    SwitchEvent,
-    SwitchEventKind,
-    UnsupportedServerError,
-)
-from .switch_machine import Backoff, SwitchState, SwitchStats
 from .transport import RequestPolicy
 from .validation import InvalidInput
 

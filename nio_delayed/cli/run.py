@@ -17,9 +17,14 @@ import signal
 import sys
 from collections.abc import Callable
 
-from ..mixin import DelayedAsyncClient
-from ..switch import DeadMansSwitch, ExitPolicy, KeepAliveError, SwitchEvent
-from ..validation import InvalidInput
+from .. import (
+    DeadMansSwitch,
+    DelayedAsyncClient,
+    ExitPolicy,
+    InvalidInput,
+    KeepAliveError,
+    SwitchEvent,
+)
 from .common import EXIT_ERROR, CommandError, add_credential_options, parse_content, parse_duration
 
 __all__ = ["add_run_command"]
