@@ -11,8 +11,9 @@
    it predicted and against the kill.
 
 The server side of 1-3 is the fake homeserver in a separate process (``benchmarks.server``),
-so the client is measured alone. Results go to benchmarks/results/latest.json, a table to
-stdout, and a plot to benchmarks/results/scale.png when matplotlib is installed.
+so the client is measured alone. Results go to latest.json in benchmarks/results (or the
+directory given with --out), a table to stdout, and a plot to scale.png beside latest.json when
+matplotlib is installed.
 """
 
 from __future__ import annotations
@@ -514,7 +515,7 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     return True
 
 
-async def main(quick: bool, synapse: bool) -> None:
+async def main(quick: bool, synapse: bool, out: Path) -> None:
     results: dict[str, Any] = {
         "machine": machine(),
         "quick": quick,
@@ -543,17 +544,23 @@ async def main(quick: bool, synapse: bool) -> None:
     if synapse:
         print("4. real Synapse ...", flush=True)
         results["synapse"] = await synapse_trials(5 if quick else 20)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))
+    (out / "latest.json").write_text(json.dumps(results, indent=2))
     print_report(results)
-    if plot(results, RESULTS / "scale.png"):
-        print(f"\nplot: {RESULTS / 'scale.png'}")
-    print(f"results: {RESULTS / 'latest.json'}")
+    if plot(results, out / "scale.png"):
+        print(f"\nplot: {out / 'scale.png'}")
+    print(f"results: {out / 'latest.json'}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="nio-delayed benchmarks")
     parser.add_argument("--quick", action="store_true", help="a smaller run, under 2 minutes")
     parser.add_argument("--no-synapse", action="store_true", help="skip the real-Synapse trials")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS,
+        help="where latest.json and scale.png go (default: the committed benchmarks/results)",
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.quick, not args.no_synapse))
+    args.out.mkdir(parents=True, exist_ok=True)
+    asyncio.run(main(args.quick, not args.no_synapse, args.out))

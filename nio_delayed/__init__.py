@@ -9,6 +9,13 @@ if isinstance(resp, RoomSendDelayedResponse):
     await client.restart_delayed_event(resp.delay_id)
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("nio-delayed")
+except PackageNotFoundError:  # imported from a checkout that was never installed
+    __version__ = "0+unknown"
+
 from ._keepalive import (
     AliveEvent,
     Backoff,
