@@ -32,7 +32,7 @@ from .responses import (
     UpdateDelayedEventError,
     UpdateDelayedEventResponse,
 )
-from .support import Dialect
+from .support import Dialect, Listing
 from .switch import (
     AliveEvent,
     DeadMansSwitch,
@@ -77,6 +77,7 @@ __all__ = [
     "KeepAliveError",
     "KeepAliveManager",
     "LeftoverPolicy",
+    "Listing",
     "LostPolicy",
     "Overwrite",
     "OverwritePolicy",
