@@ -120,10 +120,43 @@ async def test_every_delay_too_large_code_gives_the_servers_maximum(
     assert len(server.requests_to(f"/rooms/{ROOM}/delayed_event/")) == 1
 
 
-def test_the_unstable_delay_too_large_code_is_read_with_its_prefixed_maximum() -> None:
-    body = b'{"errcode": "ORG.MATRIX.MSC4140_MAX_DELAY_EXCEEDED", "error": "x", '
-    body += b'"org.matrix.msc4140.max_delay": 5000}'
-    info = classify_error(400, body)
+@pytest.mark.parametrize(
+    ("status", "answer"),
+    [
+        # the merged MSC: stable, then under its unstable prefix
+        (400, {"errcode": "M_MAX_DELAY_EXCEEDED", "max_delay": 5000}),
+        (
+            400,
+            {
+                "errcode": "ORG.MATRIX.MSC4140_MAX_DELAY_EXCEEDED",
+                "org.matrix.msc4140.max_delay": 5000,
+            },
+        ),
+        # Synapse 1.157 and later: the maximum only in the message
+        (
+            400,
+            {
+                "errcode": "ORG.MATRIX.MSC4140_DELAY_TOO_LARGE",
+                "error": "The requested delay exceeds the allowed maximum (5000ms)",
+            },
+        ),
+        (403, {"errcode": "M_FORBIDDEN", "max_delay_ms": 5000}),
+        # older Synapse: the code nested
+        (
+            400,
+            {
+                "errcode": "M_UNKNOWN",
+                "org.matrix.msc4140.errcode": "M_MAX_DELAY_EXCEEDED",
+                "org.matrix.msc4140.max_delay": 5000,
+            },
+        ),
+        (400, {"errcode": "M_DELAY_TOO_LARGE", "max_delay_ms": 5000}),  # drafts
+    ],
+)
+def test_every_revisions_delay_too_large_answer_is_read(
+    status: int, answer: dict[str, Any]
+) -> None:
+    info = classify_error(status, json.dumps({"error": "too large", **answer}).encode())
     assert (info.kind, info.max_delay_ms) == (ErrorKind.DELAY_TOO_LARGE, 5000)
 
 
