@@ -19,6 +19,7 @@ from nio_delayed import (
     Dialect,
     ErrorKind,
     GetDelayedEventResponse,
+    Listing,
     RoomPutStateDelayedResponse,
     RoomSendDelayedError,
     RoomSendDelayedResponse,
@@ -145,6 +146,37 @@ async def test_lookup_and_list(room: Room) -> None:
     assert by_id[state.delay_id].type == "org.example.status"
     for delay_id in by_id:
         await room.bot.cancel_delayed_event(delay_id)
+
+
+async def test_released_synapse_keeps_its_msc4140_listing_and_filters_work_on_it(
+    room: Room,
+) -> None:
+    """No released Synapse has MSC4486: the older listing serves, and the filters are applied
+    by the client (Synapse lists scheduled events only, and takes no filter)."""
+    support = await room.bot.delayed_events_support()
+    assert isinstance(support, DelayedEventsSupportResponse)
+    assert support.listing is Listing.MSC4140
+    message = await room.bot.room_send_delayed(room.room_id, "m.room.message", TEXT, 60_000)
+    state = await room.bot.room_put_state_delayed(
+        room.room_id, "org.example.status", {"online": False}, 60_000, "bot"
+    )
+    assert isinstance(message, RoomSendDelayedResponse)
+    assert isinstance(state, RoomPutStateDelayedResponse)
+
+    async def ids(**filters: object) -> set[str]:
+        listing = await room.bot.delayed_events(**filters)  # type: ignore[arg-type]
+        assert isinstance(listing, DelayedEventsListResponse), listing
+        return {e.delay_id for e in listing.delayed_events}
+
+    both = {message.delay_id, state.delay_id}
+    assert await ids(status=DelayedEventStatus.SCHEDULED) == both
+    assert await ids(room_id=room.room_id) == both
+    assert await ids(event_type="org.example.status") == {state.delay_id}
+    assert await ids(room_id="!elsewhere:localhost") == set()
+    await room.bot.cancel_delayed_event(message.delay_id)
+    assert await ids(status="cancelled") == set()  # Synapse keeps no finalised records
+    assert await ids() == {state.delay_id}
+    await room.bot.cancel_delayed_event(state.delay_id)
 
 
 async def test_delay_above_maximum_is_refused(room: Room) -> None:
