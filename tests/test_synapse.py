@@ -9,8 +9,9 @@ import asyncio
 import time
 from datetime import timedelta
 
+import aiohttp
 import pytest
-from nio import RoomGetStateEventResponse
+from nio import MessageDirection, RoomGetStateEventResponse, RoomMessagesResponse
 
 from nio_delayed import (
     DelayedEventsListResponse,
@@ -177,6 +178,44 @@ async def test_released_synapse_keeps_its_msc4140_listing_and_filters_work_on_it
     assert await ids(status="cancelled") == set()  # Synapse keeps no finalised records
     assert await ids() == {state.delay_id}
     await room.bot.cancel_delayed_event(state.delay_id)
+
+
+async def test_only_the_sender_sees_the_delay_id_of_a_fired_event(room: Room) -> None:
+    resp = await room.bot.room_send_delayed(room.room_id, "m.room.message", TEXT, 300)
+    assert isinstance(resp, RoomSendDelayedResponse)
+
+    async def arrived() -> bool:
+        return bool(await room.messages())
+
+    await room.wait_for(arrived, timeout=5)
+    [seen_by_other] = await room.messages()
+    mine = await room.bot.room_messages(room.room_id, direction=MessageDirection.back, limit=20)
+    assert isinstance(mine, RoomMessagesResponse)
+    [seen_by_sender] = [e.source for e in mine.chunk if e.source.get("type") == "m.room.message"]
+    key = "org.matrix.msc4140.delay_id"
+    assert key not in seen_by_other.get("unsigned", {})
+    if room.server.version == CURRENT_SYNAPSE:
+        assert seen_by_sender["unsigned"][key] == resp.delay_id
+    else:  # 1.142 predates the field
+        assert key not in seen_by_sender.get("unsigned", {})
+
+
+async def test_management_without_a_token(room: Room) -> None:
+    """The merged MSC authenticates management; Synapse 1.143+ still takes the delay_id alone
+    (the client always sends its token)."""
+    resp = await room.bot.room_send_delayed(room.room_id, "m.room.message", TEXT, 60_000)
+    assert isinstance(resp, RoomSendDelayedResponse)
+    current = room.server.version == CURRENT_SYNAPSE
+    base = f"{room.server.url}/_matrix/client/unstable/org.matrix.msc4140/delayed_events"
+    url, body = (
+        (f"{base}/{resp.delay_id}/restart", {})
+        if current
+        else (f"{base}/{resp.delay_id}", {"action": "restart"})
+    )
+    async with aiohttp.ClientSession() as session, session.post(url, json=body) as answer:
+        status = answer.status
+    assert status == (200 if current else 401)
+    await room.bot.cancel_delayed_event(resp.delay_id)
 
 
 async def test_delay_above_maximum_is_refused(room: Room) -> None:
