@@ -254,8 +254,9 @@ class DelayedEventsMixin(_Base):
         manager = self.__dict__.get("_nio_delayed_keep_alive")
         if manager is not None:
             await manager.close()
-        parts = self.__dict__.pop("_nio_delayed_parts", None)
+        parts = self.__dict__.get("_nio_delayed_parts")
         if parts is not None:
+            # What was learned of the server stays; a later call opens a new session.
             await cast(_Parts, parts).transport.close()
         await super().close()  # type: ignore[no-untyped-call]  # nio's close() is unannotated
 

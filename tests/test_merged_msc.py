@@ -532,3 +532,14 @@ async def test_cli_list_filters(
     assert await listed("--room", OTHER_ROOM, "--type", "m.room.topic") == [elsewhere]
     assert await listed("--status", "sent") == []
     assert len(await listed()) == 3
+
+
+async def test_a_closed_client_opens_a_new_session_and_keeps_what_it_learned(
+    client: DelayedAsyncClient, fake: FakeHomeserver
+) -> None:
+    await schedule(client)
+    await client.close()
+    found = await client.delayed_events()
+    assert isinstance(found, DelayedEventsListResponse)
+    assert len(found.delayed_events) == 1
+    assert len(fake.requests_to("/versions")) == 1

@@ -53,7 +53,7 @@ class Negotiation:
             if isinstance(result, DelayedEventsSupportResponse):
                 state.support = result
                 state.reset_learned()
-                logger.info("delayed events on %s: %s", self._homeserver(), result)
+                logger.info("%s: %s", self._homeserver(), result)
             return result
 
     async def require(self) -> Server | ErrorInfo:
