@@ -144,7 +144,14 @@ class DelayedCalls:
                 return message
             sent_type, sent_content = message
             delay_id = await self._schedule(
-                server, room, sent_type, sent_content, delay_ms, txn, None, policy
+                server,
+                room,
+                sent_type,
+                sent_content,
+                delay_ms,
+                txn_id=txn,
+                state_key=None,
+                policy=policy,
             )
             if isinstance(delay_id, ErrorInfo):
                 return delay_id
@@ -173,7 +180,14 @@ class DelayedCalls:
         ) -> RoomPutStateDelayedResponse | ErrorInfo:
             room, etype, checked, key, delay_ms = args
             delay_id = await self._schedule(
-                server, room, etype, checked, delay_ms, str(uuid.uuid4()), key, policy
+                server,
+                room,
+                etype,
+                checked,
+                delay_ms,
+                txn_id=str(uuid.uuid4()),
+                state_key=key,
+                policy=policy,
             )
             if isinstance(delay_id, ErrorInfo):
                 return delay_id
@@ -188,6 +202,7 @@ class DelayedCalls:
         event_type: str,
         content: dict[str, Any],
         delay_ms: int,
+        *,
         txn_id: str,
         state_key: str | None,
         policy: RequestPolicy | None,
