@@ -528,6 +528,9 @@ async def test_cli_list_filters(
         assert code == 0, out
         return [e["delay_id"] for e in json.loads(out)]
 
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, ["support", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["listing"] == "msc4486-unstable"
     assert await listed("--failed") == [failed]
     assert await listed("--room", OTHER_ROOM, "--type", "m.room.topic") == [elsewhere]
     assert await listed("--status", "sent") == []
