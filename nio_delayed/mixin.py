@@ -11,7 +11,7 @@ keep-alive; the calls themselves live in those parts.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
@@ -25,8 +25,7 @@ from ._client.negotiation import Negotiation
 from ._client.request_path import RequestPath
 from ._client.session import AiohttpTransport, Transport
 from ._client.state import ClientState, SyncObserver
-from .errors import ErrorInfo
-from .keepalive import SWITCH_KEY_FIELD, KeepAliveManager
+from ._keepalive import DeadMansSwitch, KeepAliveManager
 from .models import DelayedEventStatus
 from .request_builders import DelayedEventAction
 from .responses import (
@@ -44,8 +43,8 @@ from .responses import (
     UpdateDelayedEventError,
     UpdateDelayedEventResponse,
 )
-from .switch import DeadMansSwitch
 from .transport import RequestPolicy
+from .wire import SWITCH_KEY_FIELD
 
 __all__ = ["DelayedAsyncClient", "DelayedEventsMixin"]
 
@@ -278,19 +277,6 @@ class DelayedEventsMixin(_Base):
         if isinstance(response, SyncResponse):
             for observer in tuple(self._delayed.state.sync_observers):
                 observer(response)
-
-    # The keep-alive's names for the two methods above, until it calls the public ones.
-    @property
-    def _sync_observers(self) -> set[Callable[[SyncResponse], None]]:
-        return self._delayed.state.sync_observers
-
-    async def _state_event(
-        self, room_id: str, event_type: str, state_key: str, policy: RequestPolicy | None = None
-    ) -> dict[str, Any] | ErrorInfo:
-        current = await self.current_state_event(room_id, event_type, state_key, policy=policy)
-        if isinstance(current, DelayedEventError):
-            return ErrorInfo(current.kind, current.message, current.errcode, current.http_status)
-        return current
 
     # -- assembly ------------------------------------------------------------------------
 

@@ -7,17 +7,18 @@ import argparse
 import time
 from typing import Any
 
-from ..delay_id import shorten
-from ..mixin import DelayedAsyncClient
-from ..models import DelayedEvent, DelayedEventStatus
-from ..responses import (
+from .. import (
+    DelayedAsyncClient,
+    DelayedEvent,
     DelayedEventError,
     DelayedEventsListResponse,
     DelayedEventsSupportResponse,
+    DelayedEventStatus,
     GetDelayedEventResponse,
     RoomPutStateDelayedResponse,
     RoomSendDelayedResponse,
 )
+from ..delay_id import shorten
 from .common import (
     EXIT_ERROR,
     EXIT_OK,
