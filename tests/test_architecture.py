@@ -36,6 +36,8 @@ PURE = {
 }
 KEEPALIVE = f"{ROOT}._keepalive"
 CLIENT = f"{ROOT}.mixin"
+#: The parts the mixin assembles the client from.
+CLIENT_PARTS = f"{ROOT}._client"
 CLI = f"{ROOT}.cli"
 
 
@@ -131,6 +133,27 @@ def keepalive_insides_stay_inside(edges: list[Import]) -> list[str]:
     ]
 
 
+def client_parts_know_only_the_protocol(edges: list[Import]) -> list[str]:
+    """The client's parts import the protocol modules and each other: not the mixin that
+    assembles them, not the keep-alive built on them."""
+    return [
+        f"{edge.source} imports {edge.target}"
+        for edge in edges
+        if _within(edge.source, CLIENT_PARTS)
+        and not (edge.target in PURE or _within(edge.target, CLIENT_PARTS))
+    ]
+
+
+def client_parts_are_assembled_only_by_the_mixin(edges: list[Import]) -> list[str]:
+    return [
+        f"{edge.source} imports {target}"
+        for edge in edges
+        if not _within(edge.source, CLIENT_PARTS) and edge.source != CLIENT
+        for target in _targets(edge)
+        if _within(target, CLIENT_PARTS)
+    ]
+
+
 def cli_uses_the_public_api(edges: list[Import]) -> list[str]:
     """The command line is a user of the library: what ``nio_delayed`` exports comes from
     ``nio_delayed``; anything else from a public module; nothing private."""
@@ -151,6 +174,8 @@ RULES: list[Callable[[list[Import]], list[str]]] = [
     pure_modules_import_only_pure_modules,
     keepalive_knows_the_client_only_by_its_port,
     keepalive_insides_stay_inside,
+    client_parts_know_only_the_protocol,
+    client_parts_are_assembled_only_by_the_mixin,
     cli_uses_the_public_api,
 ]
 
@@ -164,6 +189,7 @@ def test_the_graph_is_read_from_the_source() -> None:
     edges = package_imports()
     assert Import(CLIENT, KEEPALIVE, ("DeadMansSwitch", "KeepAliveManager")) in edges
     assert Import(f"{KEEPALIVE}.manager", f"{KEEPALIVE}.ports", ("KeepAliveClient",)) in edges
+    assert Import(CLIENT, f"{CLIENT_PARTS}.calls", ("DelayedCalls",)) in edges
 
 
 @pytest.mark.parametrize(
@@ -178,6 +204,16 @@ def test_the_graph_is_read_from_the_source() -> None:
         ),
         (keepalive_insides_stay_inside, Import(CLIENT, f"{KEEPALIVE}.budget")),
         (keepalive_insides_stay_inside, Import(f"{CLI}.run", KEEPALIVE, ("switch",))),
+        (client_parts_know_only_the_protocol, Import(f"{CLIENT_PARTS}.calls", CLIENT)),
+        (client_parts_know_only_the_protocol, Import(f"{CLIENT_PARTS}.state", KEEPALIVE)),
+        (
+            client_parts_are_assembled_only_by_the_mixin,
+            Import(f"{KEEPALIVE}.arming", CLIENT_PARTS, ("calls",)),
+        ),
+        (
+            client_parts_are_assembled_only_by_the_mixin,
+            Import(f"{ROOT}.testing.fake_homeserver", f"{CLIENT_PARTS}.session"),
+        ),
         (cli_uses_the_public_api, Import(f"{CLI}.run", KEEPALIVE, ("KeepAliveManager",))),
         (cli_uses_the_public_api, Import(f"{CLI}.run", CLIENT, ("DelayedAsyncClient",))),
     ],
