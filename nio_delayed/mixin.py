@@ -291,7 +291,9 @@ class DelayedEventsMixin(_Base):
     def _assemble(self) -> _Parts:
         state = ClientState()
         transport = self.delayed_events_transport or AiohttpTransport(self)
-        path = RequestPath(transport, lambda: self.delayed_events_policy)
+        path = RequestPath(
+            transport, lambda: self.delayed_events_policy, lambda: (self.access_token,)
+        )
         negotiation = Negotiation(state, path, lambda: self.homeserver)
         # A switch's key stays readable beside the ciphertext, so that a restarted bot knows
         # its leftover (see KeepAliveManager.add); it names nothing secret.

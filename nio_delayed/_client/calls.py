@@ -241,7 +241,7 @@ class DelayedCalls:
             state = self._state
             form = state.management_form
             body = await self._path.json(
-                update_request(server.dialect, checked, action, form), policy
+                update_request(server.dialect, checked, action, form), policy, secrets=(checked,)
             )
             if (
                 isinstance(body, ErrorInfo)
@@ -252,7 +252,9 @@ class DelayedCalls:
                 # Older servers know only the body form; remember it for this client.
                 state.management_form = ManagementForm.BODY
                 body = await self._path.json(
-                    update_request(server.dialect, checked, action, ManagementForm.BODY), policy
+                    update_request(server.dialect, checked, action, ManagementForm.BODY),
+                    policy,
+                    secrets=(checked,),
                 )
             if isinstance(body, ErrorInfo):
                 return body
@@ -277,6 +279,7 @@ class DelayedCalls:
                     lambda body: GetDelayedEventResponse(parse_delayed_event(body)),
                     policy,
                     what="delayed event",
+                    secrets=(checked,),
                 )
                 if not (isinstance(found, ErrorInfo) and is_unrecognized(found)):
                     return found
@@ -422,7 +425,16 @@ def _no_listing(info: ErrorInfo) -> ErrorInfo:
 def _delay_id_of(body: dict[str, Any]) -> DelayId | ErrorInfo:
     delay_id = body.get("delay_id")
     if isinstance(delay_id, str) and delay_id:
-        return DelayId(delay_id)
+        try:
+            return DelayId(check_delay_id(delay_id))
+        except InvalidInput as exc:
+            # It could be neither restarted nor cancelled: the event would fire regardless.
+            return ErrorInfo(
+                ErrorKind.SERVER_ERROR,
+                f"the server's delay_id is not one that can be managed ({exc}); the event is "
+                "scheduled all the same",
+                http_status=200,
+            )
     if "event_id" in body:
         return ErrorInfo(
             ErrorKind.SENT_IMMEDIATELY,

@@ -9,14 +9,14 @@ calls (:mod:`.calls`) say only what differs: their checks, their requests, their
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-from ..errors import ErrorInfo, ErrorKind, classify_error
+from ..errors import ErrorInfo, ErrorKind
 from ..models import MalformedAnswer
 from ..request_builders import HttpRequest
 from ..responses import DelayedEventError
-from ..transport import NoAnswer, RequestPolicy, send_with_retries
+from ..transport import RequestPolicy, outcome_result, send_with_retries
 from ..validation import InvalidInput
 from .session import Transport
 
@@ -29,35 +29,36 @@ _E = TypeVar("_E", bound=DelayedEventError)
 
 
 class RequestPath:
-    """Send a request with bounded retries; its JSON object, parsed, or what went wrong."""
+    """Send a request with bounded retries; its JSON object, parsed, or what went wrong.
 
-    def __init__(self, transport: Transport, default_policy: Callable[[], RequestPolicy]) -> None:
+    ``secrets`` gives the client's own (its access token): they, and those of each request (its
+    delay_id), are taken out of every error text, since a server or proxy may echo a request.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        default_policy: Callable[[], RequestPolicy],
+        secrets: Callable[[], Iterable[str]] = tuple,
+    ) -> None:
         self.transport = transport
         self._default_policy = default_policy
+        self._secrets = secrets
 
     def policy(self, policy: RequestPolicy | None) -> RequestPolicy:
         """The call's own policy, or the client's."""
         return policy or self._default_policy()
 
     async def json(
-        self, request: HttpRequest, policy: RequestPolicy | None = None
+        self,
+        request: HttpRequest,
+        policy: RequestPolicy | None = None,
+        *,
+        secrets: Iterable[str] = (),
     ) -> dict[str, Any] | ErrorInfo:
         """The JSON object the server answered, or what went wrong."""
         outcome = await send_with_retries(self.transport.send, request, self.policy(policy))
-        if isinstance(outcome, NoAnswer):
-            return ErrorInfo(ErrorKind.NETWORK, outcome.message)
-        if not 200 <= outcome.status < 300:
-            return classify_error(
-                outcome.status, outcome.body, outcome.retry_after, now=time.time()
-            )
-        body = outcome.json()
-        if not isinstance(body, dict):
-            return ErrorInfo(
-                ErrorKind.SERVER_ERROR,
-                f"HTTP {outcome.status} with a body that is not a JSON object",
-                http_status=outcome.status,
-            )
-        return body
+        return outcome_result(outcome, secrets=(*self._secrets(), *secrets), now=time.time())
 
     async def parsed(
         self,
@@ -66,9 +67,10 @@ class RequestPath:
         policy: RequestPolicy | None = None,
         *,
         what: str = "answer",
+        secrets: Iterable[str] = (),
     ) -> _R | ErrorInfo:
         """The answer, parsed; a malformed one is the server's error."""
-        body = await self.json(request, policy)
+        body = await self.json(request, policy, secrets=secrets)
         if isinstance(body, ErrorInfo):
             return body
         try:

@@ -16,7 +16,7 @@ from aiohttp_socks import ProxyConnector
 from nio.client.async_client import AsyncClient
 
 from ..request_builders import HttpRequest
-from ..transport import HttpAnswer
+from ..transport import HttpAnswer, read_answer
 
 __all__ = ["AiohttpTransport", "Transport"]
 
@@ -59,10 +59,11 @@ class AiohttpTransport:
             # nio's None means "default": verify certificates.
             ssl=True if client.ssl is None else client.ssl,
             timeout=_timeout(timeout),
+            # A redirect is an answer, refused by the request path: the request, its token
+            # and its content go nowhere but the homeserver.
+            allow_redirects=False,
         ) as response:
-            return HttpAnswer(
-                response.status, await response.read(), response.headers.get("Retry-After")
-            )
+            return await read_answer(response)
 
     async def close(self) -> None:
         session, self._session = self._session, None
