@@ -111,15 +111,20 @@ def pure_modules_import_only_pure_modules(edges: list[Import]) -> list[str]:
     ]
 
 
-def keepalive_knows_the_client_only_by_its_port(edges: list[Import]) -> list[str]:
-    """The keep-alive imports the protocol modules and itself, never the client (not even for
-    type checking): it reaches the client through the ``KeepAliveClient`` protocol."""
+def _beyond_protocol(edges: list[Import], package: str) -> list[str]:
+    """Imports by ``package`` of anything but the protocol modules and ``package`` itself."""
     return [
         f"{edge.source} imports {edge.target}"
         for edge in edges
-        if _within(edge.source, KEEPALIVE)
-        and not (edge.target in PURE or _within(edge.target, KEEPALIVE))
+        if _within(edge.source, package)
+        and not (edge.target in PURE or _within(edge.target, package))
     ]
+
+
+def keepalive_knows_the_client_only_by_its_port(edges: list[Import]) -> list[str]:
+    """The keep-alive imports the protocol modules and itself, never the client (not even for
+    type checking): it reaches the client through the ``KeepAliveClient`` protocol."""
+    return _beyond_protocol(edges, KEEPALIVE)
 
 
 def keepalive_insides_stay_inside(edges: list[Import]) -> list[str]:
@@ -136,12 +141,7 @@ def keepalive_insides_stay_inside(edges: list[Import]) -> list[str]:
 def client_parts_know_only_the_protocol(edges: list[Import]) -> list[str]:
     """The client's parts import the protocol modules and each other: not the mixin that
     assembles them, not the keep-alive built on them."""
-    return [
-        f"{edge.source} imports {edge.target}"
-        for edge in edges
-        if _within(edge.source, CLIENT_PARTS)
-        and not (edge.target in PURE or _within(edge.target, CLIENT_PARTS))
-    ]
+    return _beyond_protocol(edges, CLIENT_PARTS)
 
 
 def client_parts_are_assembled_only_by_the_mixin(edges: list[Import]) -> list[str]:
