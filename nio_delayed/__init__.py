@@ -59,7 +59,7 @@ from .responses import (
     UpdateDelayedEventError,
     UpdateDelayedEventResponse,
 )
-from .support import Dialect
+from .support import Dialect, Listing
 from .transport import RequestPolicy
 from .validation import InvalidInput
 
@@ -90,6 +90,7 @@ __all__ = [
     "KeepAliveError",
     "KeepAliveManager",
     "LeftoverPolicy",
+    "Listing",
     "LostPolicy",
     "Overwrite",
     "OverwritePolicy",
