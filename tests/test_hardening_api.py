@@ -23,12 +23,6 @@ from nio_delayed.testing import FakeHomeserver, Fault
 
 from .conftest import fake_client
 
-# Wired in the keep-alive by the lead after the package split; these then pass (strict: the
-# marker must go when they do).
-NEEDS_WIRING = pytest.mark.xfail(
-    strict=True, reason="needs the mixin/keep-alive wiring of the hardening branch"
-)
-
 LONE_SURROGATE = "\ud800"
 HOSTILE_CONTENT: list[Any] = [
     {"a": LONE_SURROGATE},
@@ -157,7 +151,6 @@ async def test_secrets_a_server_echoes_stay_out_of_errors(fake: FakeHomeserver) 
             assert delay_id not in text
 
 
-@NEEDS_WIRING
 async def test_a_policy_given_as_its_value_works_as_that_policy(fake: FakeHomeserver) -> None:
     client = await fake_client(fake)
     manager = KeepAliveManager(client)

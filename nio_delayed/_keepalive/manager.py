@@ -20,7 +20,14 @@ from typing import Any
 from ..clock import Clock, SystemClock
 from ..limits import ServerLimits
 from ..responses import DelayedEventsListResponse, DelayedEventsSupportError
-from ..validation import check_content, check_event, check_event_type, check_state_key, delay_to_ms
+from ..validation import (
+    check_content,
+    check_event,
+    check_event_type,
+    check_state_key,
+    coerce_policy,
+    delay_to_ms,
+)
 from ..wire import SWITCH_KEY_FIELD
 from .arming import Arming
 from .budget import Bucket, Priority
@@ -302,6 +309,11 @@ class KeepAliveManager:
         Raises ``InvalidInput`` for bad arguments, :class:`UnsupportedServerError` on a server
         without delayed events, :class:`SwitchArmError` if the event could not be scheduled.
         """
+        # A policy given as its value ("send") is that policy; anything else is refused.
+        on_exit = coerce_policy(ExitPolicy, on_exit, "on_exit")
+        on_lost = coerce_policy(LostPolicy, on_lost, "on_lost")
+        on_leftover = coerce_policy(LeftoverPolicy, on_leftover, "on_leftover")
+        on_overwrite = coerce_policy(OverwritePolicy, on_overwrite, "on_overwrite")
         if state_key is None:
             content = {**content, SWITCH_KEY_FIELD: check_state_key(key)}
         room_id, event_type, content, state_key = check_event(
