@@ -68,6 +68,14 @@ class Env:
         return manager
 
 
+async def advancing(clock: FakeClock, awaitable: Awaitable[T], step: float = 0.5) -> T:
+    """Await ``awaitable`` while time passes (it waits for the request budget or a back-off)."""
+    task = asyncio.ensure_future(awaitable)
+    while not task.done():
+        await clock.advance(step)
+    return task.result()
+
+
 @pytest.fixture
 async def env() -> AsyncIterator[Env]:
     clock = FakeClock()
@@ -77,16 +85,8 @@ async def env() -> AsyncIterator[Env]:
         environment = Env(clock, server, client, manager)
         manager.on_event(environment.events.append)
         yield environment
-        await manager.close()
+        await advancing(clock, manager.close())  # stops may wait for the budget
         await client.close()
-
-
-async def advancing(clock: FakeClock, awaitable: Awaitable[T], step: float = 0.5) -> T:
-    """Await ``awaitable`` while time passes (it waits for the request budget or a back-off)."""
-    task = asyncio.ensure_future(awaitable)
-    while not task.done():
-        await clock.advance(step)
-    return task.result()
 
 
 async def add(env: Env, delay: float = 30, **options: Any) -> DeadMansSwitch:
