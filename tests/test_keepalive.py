@@ -643,3 +643,21 @@ async def test_a_broken_callback_does_not_stop_the_keep_alive(env: Env) -> None:
     await env.clock.advance(60)
     assert switch.state is SwitchState.ARMED
     assert env.fired() == []
+
+
+async def test_a_full_account_is_said_before_anything_is_sent() -> None:
+    """The server keeps at most 3 delayed events for the account: the 4th switch is refused
+    with the reason, and no request tries to schedule it."""
+    clock = FakeClock()
+    async with FakeHomeserver(clock=clock, max_scheduled=3) as server:
+        client = await fake_client(server)
+        manager = KeepAliveManager(client, clock=clock)
+        for n in range(3):
+            await manager.add(ROOM, "m.room.message", OFFLINE, delay=60_000, key=str(n))
+        scheduling = len(server.requests_to("/send/"))
+        with pytest.raises(SwitchArmError, match="maximum"):
+            await manager.add(ROOM, "m.room.message", OFFLINE, delay=60_000, key="4")
+        assert len(server.requests_to("/send/")) == scheduling
+        assert len(manager.switches) == 3
+        await advancing(clock, manager.close())
+        await client.close()

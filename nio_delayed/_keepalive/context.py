@@ -68,6 +68,8 @@ class KeepAliveContext:
         #: What the server offers, learnt at start.
         self.dialect: Dialect | None = None
         self.max_delay_ms: int | None = None
+        #: How many delayed events the server keeps scheduled for one account.
+        self.max_scheduled: int | None = None
         self._restart_policy = self._build_policy(request_timeout, 1)
 
     def emit(

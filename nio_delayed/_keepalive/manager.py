@@ -158,6 +158,7 @@ class KeepAliveManager:
                 )
             self._ctx.dialect = support.dialect
             self._ctx.max_delay_ms = support.max_delay_ms
+            self._ctx.max_scheduled = support.max_scheduled
             listing, _ = await self._ctx.request(
                 Bucket.MANAGEMENT,
                 Priority.KEEP,
