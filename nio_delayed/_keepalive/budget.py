@@ -119,7 +119,8 @@ class _Model:
         self.level_at = 0.0
         #: Until when the server's last hint asks us to wait.
         self.blocked_until = 0.0
-        self.ceiling: float | None = None
+        #: The rate and burst last refused, and when: not grown back to for a while.
+        self.ceiling: tuple[float, float] | None = None
         self.ceiling_at = 0.0
         self.recent: collections.deque[bool] = collections.deque(maxlen=WINDOW)
         self.clean = 0
@@ -177,11 +178,12 @@ class _Model:
     def _grow(self, now: float) -> None:
         if self.rate is None or self.prior is None:
             return
-        top = self.prior.per_second
+        top, top_burst = self.prior.per_second, float(self.prior.burst)
         if self.ceiling is not None and now - self.ceiling_at < CEILING_MEMORY:
-            top = min(top, self.ceiling * 0.95)
+            top = min(top, self.ceiling[0] * 0.95)
+            top_burst = min(top_burst, max(1.0, self.ceiling[1] - 1))
         self.rate = min(top, max(self.rate, self.rate + GROWTH * self.prior.per_second))
-        self.burst = min(float(self.prior.burst), self.burst + 1)
+        self.burst = max(self.burst, min(top_burst, self.burst + 1))
 
     def refused(self, now: float, hint: float, sent_at: float, probe: bool) -> None:
         """A 429 with ``hint`` seconds to wait (already bounded by the caller) for a request
@@ -206,9 +208,9 @@ class _Model:
     def _shrink(self, now: float, rate: float) -> None:
         self.shrinks += 1
         self.recent.clear()
+        self.ceiling, self.ceiling_at = (rate, self.burst), now
         self.rate = max(MIN_RATE, rate * SHRINK)
         self.burst = max(1.0, math.floor(self.burst * SHRINK))
-        self.ceiling, self.ceiling_at = rate, now
 
 
 class RequestBudget:
