@@ -62,8 +62,6 @@ class Priority(IntEnum):
     ALIVE = 3
     #: Restarting a switch beyond the budget: only what the others leave.
     AT_RISK = 4
-    #: A look-up that only explains what happened.
-    EXPLAIN = 5
 
 
 # Requests leave a little slower than the modelled rate, and one token of the burst stays
@@ -259,16 +257,6 @@ class RequestBudget:
     def blocked_for(self, bucket: Bucket) -> float:
         """Seconds left of the server's last hint for ``bucket``."""
         return max(0.0, self._models[bucket].blocked_until - self._clock.now())
-
-    def time_for(self, bucket: Bucket, requests: int) -> float:
-        """Seconds until ``requests`` more could have left, if nothing else asked."""
-        model = self._models[bucket]
-        now = self._clock.now()
-        if model.rate is None or requests <= 0:
-            return max(0.0, model.blocked_until - now) if requests > 0 else 0.0
-        room = max(1.0, model.burst - SLACK) - model.level_now(now)
-        extra = max(0.0, requests - max(0.0, room))
-        return max(model.blocked_until - now, 0.0) + extra / (model.rate * PACE)
 
     def counters(self, bucket: Bucket) -> dict[str, float | int | None]:
         model = self._models[bucket]

@@ -36,8 +36,9 @@ HOPELESS = (
     ErrorKind.DELAY_TOO_LARGE,
     ErrorKind.SENT_IMMEDIATELY,
 )
-#: No answer, or a server failure: the same request may well pass a moment later.
-_TRANSIENT = (ErrorKind.NETWORK, ErrorKind.SERVER_ERROR)
+#: Answers after which the same request may well pass a moment later: a refusal for the pace
+#: (the budget then waits as the server asked), no answer, or a server failure (after a back-off).
+_RETRIED = (ErrorKind.RATE_LIMITED, ErrorKind.NETWORK, ErrorKind.SERVER_ERROR)
 
 
 class KeepAliveContext:
@@ -111,15 +112,7 @@ class KeepAliveContext:
             grant = await self._grant(bucket, priority, switch, deadline, latest)
             answer, sent_at = await self._send(grant, send, switch)
             error = answer if isinstance(answer, DelayedEventError) else None
-            if (
-                error is None
-                or attempt == attempts
-                or error.kind
-                not in (
-                    ErrorKind.RATE_LIMITED,
-                    *_TRANSIENT,
-                )
-            ):
+            if error is None or error.kind not in _RETRIED or attempt == attempts:
                 return answer, sent_at
             if error.kind is not ErrorKind.RATE_LIMITED:
                 await self.sleep(self.backoff.wait(attempt, self.rng))
@@ -171,9 +164,10 @@ class KeepAliveContext:
     def _account(
         self, grant: Grant, error: DelayedEventError | None, switch: SwitchRuntime | None
     ) -> None:
+        if error is not None and error.kind is ErrorKind.NETWORK:
+            return  # no answer: nothing learned (the model counted it when it left)
         if error is None or error.kind is not ErrorKind.RATE_LIMITED:
-            if error is None or error.kind is not ErrorKind.NETWORK:
-                self.budget.succeeded(grant)  # answered: the server counted it, and let it by
+            self.budget.succeeded(grant)  # answered: the server let it by
             return
         hint = None if error.retry_after_ms is None else error.retry_after_ms / 1000
         wait = self.budget.rate_limited(grant, hint)
@@ -186,9 +180,9 @@ class KeepAliveContext:
                 error,
             )
         if hint is not None:
-            self.hint_threatens(grant.bucket, hint)
+            self._hint_threatens(grant.bucket, hint)
 
-    def hint_threatens(self, bucket: Bucket, hint: float) -> None:
+    def _hint_threatens(self, bucket: Bucket, hint: float) -> None:
         """A hint this long may outlast some deadlines: say so for each switch it puts at risk
         (their restarts will still be tried at their last useful moment)."""
         if bucket is not Bucket.MANAGEMENT:
