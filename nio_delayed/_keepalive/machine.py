@@ -186,6 +186,8 @@ class SwitchMachine:
 
     def failed(self, now: float, retry_after: float | None = None) -> SwitchState:
         """An attempt failed without saying the event is gone. Returns the new state."""
+        if self.state is SwitchState.UNAUTHORIZED:
+            return self.state  # paused: nothing is planned until it is resumed
         self.failures += 1
         # Never longer than one restart interval (or 1 s): during an outage each switch asks no
         # more often than it does when healthy, and it notices the server's return within that.
@@ -197,8 +199,6 @@ class SwitchMachine:
         elif self.deadline is not None and self.deadline > now:
             # Keep trying before the deadline: at the latest halfway to it.
             wait = min(wait, max(MIN_RETRY_GAP, (self.deadline - now) / 2))
-        if self.state is SwitchState.UNAUTHORIZED:
-            return self.state  # paused: nothing is planned until it is resumed
         self.next_at = now + wait
         if self.state in (SwitchState.ARMED, SwitchState.AT_RISK, SwitchState.PROBABLY_FIRED):
             self._stats.restarts_failed += 1
