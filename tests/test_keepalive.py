@@ -760,3 +760,14 @@ async def test_a_paused_switch_can_be_stopped_and_a_refused_stop_says_so(env: En
     assert stopped.error is not None
     assert stopped.error.kind.value == "unauthorized"
     assert "fires by itself" in stopped.message
+
+
+async def test_a_switch_added_with_a_refused_token_raises_and_pauses_the_others(env: Env) -> None:
+    running = await add(env, key="a")
+    env.server.log_out(env.client.access_token)
+    with pytest.raises(SwitchArmError, match="Unknown access token") as caught:
+        await add(env, key="b")
+    assert caught.value.error is not None
+    assert caught.value.error.kind.value == "unauthorized"
+    assert running.state is SwitchState.UNAUTHORIZED
+    assert env.manager.switches == [running]
