@@ -143,6 +143,8 @@ class KeepAliveContext:
                 answer = await send(sent_at)
         error = answer if isinstance(answer, DelayedEventError) else None
         self._account(grant, error, switch)
+        if error is not None and error.kind is ErrorKind.UNAUTHORIZED:
+            self._unauthorized(switch, error)
         return answer, sent_at
 
     async def _grant(
@@ -181,6 +183,21 @@ class KeepAliveContext:
             )
         if hint is not None:
             self._hint_threatens(grant.bucket, hint)
+
+    def _unauthorized(self, switch: SwitchRuntime | None, error: DelayedEventError) -> None:
+        """The access token was refused. Every request uses it, so every switch pauses at once
+        rather than each spend a request to learn the same: none sends until resumed."""
+        soft = " (soft logout: log in again to the same device to keep its keys)"
+        message = (
+            f"the server refused the access token{soft if error.soft_logout else ''}: paused, "
+            "nothing is sent until the client has a new token (client.access_token, "
+            "client.restore_login() or a new login) and KeepAliveManager.resume() is called; "
+            "the event fires when its delay runs out"
+        )
+        others = [each for each in self.switches if each is not switch]
+        for each in [switch, *others] if switch is not None else others:
+            if each.machine.unauthorized():
+                self.emit(each, SwitchEventKind.UNAUTHORIZED, message, error)
 
     def _hint_threatens(self, bucket: Bucket, hint: float) -> None:
         """A hint this long may outlast some deadlines: say so for each switch it puts at risk
@@ -254,6 +271,8 @@ class KeepAliveContext:
         now = self.clock.now()
         rate_limited = error is not None and error.kind is ErrorKind.RATE_LIMITED
         previous = switch.machine.state
+        if previous is SwitchState.UNAUTHORIZED:
+            return previous  # paused: resume() makes it try again
         switch.machine.failed(now, 0.0 if rate_limited else None)
         self.emit(switch, SwitchEventKind.RESTART_FAILED, message, error)
         return previous

@@ -377,6 +377,30 @@ class KeepAliveManager:
             )
         return switch
 
+    def resume(self) -> list[DeadMansSwitch]:
+        """Resume the switches paused because the server refused the access token (state
+        ``UNAUTHORIZED``), once the client has a working one::
+
+            client.access_token = new_token  # or client.restore_login(...), or a new login
+            manager.resume()
+
+        Each restarts at once (one whose event was gone re-arms); one whose deadline passed
+        while paused verifies as after an outage: a confirmed restart resumes it, an event that
+        fired is handled by its ``on_lost`` policy. If the token is still refused they pause
+        again after one request. Returns the switches resumed."""
+        now = self.clock.now()
+        resumed = []
+        for switch in self._ctx.switches:
+            if switch.machine.resumed(now):
+                self._ctx.emit(
+                    switch,
+                    SwitchEventKind.RESUMED,
+                    f"resumed with a new access token: {switch.machine.state.value}, acting now",
+                )
+                self._scheduler.schedule(switch)
+                resumed.append(switch.handle)
+        return resumed
+
     async def stop_switch(self, switch: DeadMansSwitch, policy: ExitPolicy | None = None) -> None:
         """Stop ``switch`` (same as ``await switch.stop(policy)``)."""
         await switch.stop(policy)

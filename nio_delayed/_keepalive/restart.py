@@ -36,6 +36,8 @@ class Restarter:
         """The scheduler's request task for a due switch. Never raises."""
         overwrite_before = switch.overwrite
         try:
+            if switch.machine.state is SwitchState.UNAUTHORIZED:
+                return  # paused after it was due: resume() schedules it again
             if self._guard.pending(switch):
                 await self._guard.handle(switch)
             elif switch.machine.state is SwitchState.REARMING:
@@ -100,7 +102,7 @@ class Restarter:
         self, switch: SwitchRuntime, sent_at: float, now: float, keep_phase: bool
     ) -> None:
         previous = switch.machine.restarted(sent_at, now, keep_phase=keep_phase)
-        if previous in (SwitchState.AT_RISK, SwitchState.PROBABLY_FIRED):
+        if previous in (SwitchState.AT_RISK, SwitchState.PROBABLY_FIRED, SwitchState.UNAUTHORIZED):
             self._ctx.emit(
                 switch, SwitchEventKind.RECOVERED, f"restart confirmed again (was {previous.value})"
             )

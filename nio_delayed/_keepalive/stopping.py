@@ -20,7 +20,13 @@ __all__ = ["Stopping"]
 # How long before giving up a stop may still go past a long rate-limit hint (as a probe).
 _PROBE_LEAD = 0.5
 # Answers after which trying again cannot help.
-_FINAL = (*GONE, ErrorKind.FORBIDDEN, ErrorKind.INVALID, ErrorKind.UNSUPPORTED)
+_FINAL = (
+    *GONE,
+    ErrorKind.FORBIDDEN,
+    ErrorKind.UNAUTHORIZED,
+    ErrorKind.INVALID,
+    ErrorKind.UNSUPPORTED,
+)
 
 
 class Stopping:
