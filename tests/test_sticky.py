@@ -8,12 +8,14 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from datetime import timedelta
 from typing import TypeVar
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from nio_delayed import (
     DelayedEventsListResponse,
     DelayedEventsSupportResponse,
+    Dialect,
     ErrorKind,
     InvalidInput,
     KeepAliveManager,
@@ -23,6 +25,7 @@ from nio_delayed import (
     UnsupportedServerError,
 )
 from nio_delayed.devserver import DevServer
+from nio_delayed.request_builders import schedule_request
 from nio_delayed.testing import FakeClock, FakeHomeserver
 
 from .conftest import CURRENT_SYNAPSE, Room, _start, fake_client, make_room
@@ -45,6 +48,23 @@ async def advancing(clock: FakeClock, awaitable: Awaitable[T]) -> T:
     while not task.done():
         await clock.advance(0.5)
     return task.result()
+
+
+# -- the request ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dialect", list(Dialect))
+def test_every_dialect_carries_the_sticky_duration_as_a_query_parameter(dialect: Dialect) -> None:
+    request = schedule_request(
+        dialect, ROOM, "m.room.message", TEXT, 30_000, txn_id="t1", sticky_duration_ms=20_000
+    )
+    query = parse_qs(urlsplit(request.path).query)
+    assert query[STICKY_PARAM] == ["20000"]
+    if dialect is Dialect.LEGACY:
+        assert query["org.matrix.msc4140.delay"] == ["30000"]
+    else:
+        assert request.body is not None
+        assert request.body["content"] == TEXT
 
 
 # -- the client call ------------------------------------------------------------------------

@@ -597,10 +597,11 @@ class FakeHomeserver(LoopbackServer):
         raw = request.query.get(_STICKY_PARAM)
         if not self.sticky or raw is None or state_key is not None:
             return None
-        if not raw.isdigit():
+        if not (raw.isascii() and raw.isdigit()):
             return _error(400, "M_INVALID_PARAM", f"{_STICKY_PARAM} must be a positive integer")
-        # Synapse keeps an event sticky for at most an hour, whatever was asked.
-        return min(int(raw), _MAX_STICKY_MS)
+        # As Synapse 1.163: 0 is taken, and the event carries what was asked even above the
+        # hour (the server counts at most an hour of it).
+        return int(raw)
 
     def _too_large(self, request: web.Request) -> web.Response:
         """The merged MSC names the error and its field by prefix; the draft had one name."""
@@ -760,7 +761,6 @@ _DELAY_ID_UNSTABLE = "org.matrix.msc4140.delay_id"
 _STICKY_FLAG = "org.matrix.msc4354"
 _STICKY_PARAM = "org.matrix.msc4354.sticky_duration_ms"
 _STICKY_FIELD = "msc4354_sticky"
-_MAX_STICKY_MS = 3_600_000
 
 
 def _seen_by(event: dict[str, Any], user: str | None) -> dict[str, Any]:
