@@ -69,6 +69,18 @@ class DevUser:
         return f"DevUser(user_id={self.user_id!r}, device_id={self.device_id!r})"
 
 
+def _merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``extra`` merged in: mappings key by key, anything else replaced."""
+    merged = dict(base)
+    for key, value in extra.items():
+        below = merged.get(key)
+        if isinstance(below, dict) and isinstance(value, dict):
+            merged[key] = _merged(below, value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -82,9 +94,13 @@ class DevServer:
     ``delayed_events=False`` starts a Synapse with the feature off (for testing refusals);
     ``default_rate_limits=True`` keeps Synapse's own rate limits instead of relaxed ones;
     ``max_delay`` (a Synapse duration such as ``"24h"``) and ``max_scheduled`` set the limits.
+    ``sticky_events=True`` turns on sticky events (MSC4354, Synapse 1.148 and later).
+    ``extra_config`` is merged into the configuration: a section given as a mapping is merged
+    key by key with the one set here (``experimental_features`` keeps its other keys); any
+    other value replaces it.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913  # the public signature: one keyword per option
         self,
         *,
         python: str | os.PathLike[str] | None = None,
@@ -95,6 +111,7 @@ class DevServer:
         server_name: str = "localhost",
         extra_config: dict[str, Any] | None = None,
         startup_timeout: float = 90.0,
+        sticky_events: bool = False,
     ) -> None:
         # Synapse runs in its own directory, so a relative interpreter path is resolved now.
         python = str(python) if python is not None else sys.executable
@@ -106,6 +123,7 @@ class DevServer:
         self._max_scheduled = max_scheduled
         self._default_rate_limits = default_rate_limits
         self._extra_config = extra_config or {}
+        self._sticky_events = sticky_events
         self._shared_secret = secrets.token_hex(16)
         self._dir: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -300,9 +318,11 @@ class DevServer:
         }
         if self._delayed_events:
             config["max_event_delay_duration"] = self._max_delay
+        if self._sticky_events:
+            config["experimental_features"]["msc4354_enabled"] = True
         if not self._default_rate_limits:
             config.update(_RELAXED_RATE_LIMITS)
-        config.update(self._extra_config)
+        config = _merged(config, self._extra_config)
         # JSON is YAML, so Synapse reads it as is and we need no YAML writer.
         self._config_path.write_text(json.dumps(config, indent=2))
 

@@ -107,6 +107,7 @@ class DelayedEventsMixin(_Base):
         *,
         ignore_unverified_devices: bool = False,
         policy: RequestPolicy | None = None,
+        sticky_duration: timedelta | int | None = None,
     ) -> RoomSendDelayedResponse | RoomSendDelayedError:
         """Schedule a message event to be sent after ``delay`` (a timedelta or milliseconds).
 
@@ -114,9 +115,21 @@ class DelayedEventsMixin(_Base):
         Into an encrypted room the message is encrypted as ``room_send`` would (members loaded,
         the group session shared first), then scheduled; ``ignore_unverified_devices`` is
         ``room_send``'s. Members who join after that cannot decrypt it.
+
+        ``sticky_duration`` (at most one hour) makes the event sticky (MSC4354) for that long
+        from when it is sent: clients are given it until then even if it scrolled out of their
+        sync. A server that does not advertise sticky events answers ``UNSUPPORTED`` and is sent
+        nothing.
         """
         return await self._delayed.calls.room_send_delayed(
-            room_id, event_type, content, delay, tx_id, ignore_unverified_devices, policy
+            room_id,
+            event_type,
+            content,
+            delay,
+            tx_id,
+            ignore_unverified_devices,
+            policy,
+            sticky_duration=sticky_duration,
         )
 
     async def room_put_state_delayed(

@@ -33,6 +33,7 @@ __all__ = [
 UNSTABLE_PREFIX = "/_matrix/client/unstable/org.matrix.msc4140"
 MSC4486_PREFIX = "/_matrix/client/unstable/org.matrix.msc4486"
 LEGACY_DELAY_PARAM = "org.matrix.msc4140.delay"
+STICKY_PARAM = "org.matrix.msc4354.sticky_duration_ms"
 
 
 class DelayedEventAction(str, Enum):
@@ -95,11 +96,14 @@ def schedule_request(
     *,
     txn_id: str,
     state_key: str | None = None,
+    sticky_duration_ms: int | None = None,
 ) -> HttpRequest:
-    """Schedule a message (``state_key=None``) or a state event."""
+    """Schedule a message (``state_key=None``) or a state event; a message may be sticky once
+    sent (MSC4354: a query parameter, on whichever path the dialect schedules with)."""
     room, etype = _seg(room_id), _seg(event_type)
+    sticky = {} if sticky_duration_ms is None else {STICKY_PARAM: sticky_duration_ms}
     if dialect is Dialect.LEGACY:
-        query = urlencode({LEGACY_DELAY_PARAM: delay_ms})
+        query = urlencode({LEGACY_DELAY_PARAM: delay_ms, **sticky})
         if state_key is None:
             path = f"/_matrix/client/v3/rooms/{room}/send/{etype}/{_seg(txn_id)}?{query}"
             return HttpRequest("PUT", path, content)
@@ -112,6 +116,8 @@ def schedule_request(
     if state_key is not None:
         body["state_key"] = state_key
     path = f"{_scheduling_prefix(dialect)}/rooms/{room}/delayed_event/{etype}/{_seg(txn_id)}"
+    if sticky:
+        path += "?" + urlencode(sticky)
     return HttpRequest("PUT", path, body)
 
 

@@ -119,6 +119,7 @@ class DelayedEventsSupportResponse(Response):
     max_scheduled: int | None = None
     reason: str = ""
     listing: Listing | None = None
+    sticky: bool = False
 
     def __str__(self) -> str:
         if not self.supported or self.dialect is None:
@@ -127,7 +128,7 @@ class DelayedEventsSupportResponse(Response):
         return (
             f"delayed events supported: {self.dialect.value} dialect, max delay "
             f"{_limit(self.max_delay_ms, ' ms')}, max scheduled {_limit(self.max_scheduled)}"
-            f"{listing}"
+            f"{listing}{', sticky' if self.sticky else ''}"
         )
 
 
@@ -146,10 +147,12 @@ class _ScheduledResponse(Response):
 @dataclass
 class RoomSendDelayedResponse(_ScheduledResponse):
     """A delayed message was scheduled. Keep ``delay_id`` secret: it controls the event.
-    ``encrypted``: it was encrypted for the room (it is scheduled as ``m.room.encrypted``)."""
+    ``encrypted``: it was encrypted for the room (it is scheduled as ``m.room.encrypted``).
+    ``sticky_duration_ms``: how long it stays sticky once sent (MSC4354), or ``None``."""
 
     tx_id: str = ""
     encrypted: bool = False
+    sticky_duration_ms: int | None = None
 
 
 @dataclass

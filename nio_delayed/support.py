@@ -17,6 +17,7 @@ __all__ = [
     "LISTING_STABLE_FLAG",
     "STABLE_CAPABILITY",
     "STABLE_FLAG",
+    "STICKY_FLAG",
     "UNSTABLE_CAPABILITY",
     "UNSTABLE_FLAG",
     "Advertised",
@@ -36,6 +37,8 @@ UNSTABLE_CAPABILITY = "org.matrix.msc4140.delayed_events"
 #: The listing of delayed events left MSC4140 for MSC4486, which has flags of its own.
 LISTING_FLAG = "org.matrix.msc4486"
 LISTING_STABLE_FLAG = "org.matrix.msc4486.stable"
+#: Sticky events (MSC4354), delayed ones included.
+STICKY_FLAG = "org.matrix.msc4354"
 
 
 class Dialect(str, Enum):
@@ -79,6 +82,7 @@ class Advertised:
     unstable: bool
     listing_stable: bool = False
     listing_unstable: bool = False
+    sticky: bool = False
 
     @property
     def listing(self) -> Listing:
@@ -106,8 +110,8 @@ def _flag(features: Mapping[str, Any], name: str) -> bool:
 
 
 def parse_versions(body: object) -> Advertised:
-    """Read the MSC4140 and MSC4486 flags from a ``/versions`` answer. Malformed parts count as
-    absent."""
+    """Read the MSC4140, MSC4486 and MSC4354 flags from a ``/versions`` answer. Malformed parts
+    count as absent."""
     features = body.get("unstable_features") if isinstance(body, Mapping) else None
     if not isinstance(features, Mapping):
         return Advertised(stable=False, unstable=False)
@@ -116,6 +120,7 @@ def parse_versions(body: object) -> Advertised:
         unstable=_flag(features, UNSTABLE_FLAG),
         listing_stable=_flag(features, LISTING_STABLE_FLAG),
         listing_unstable=_flag(features, LISTING_FLAG),
+        sticky=_flag(features, STICKY_FLAG),
     )
 
 

@@ -20,6 +20,7 @@ __all__ = [
     "MAX_EVENT_BYTES",
     "MAX_JSON_DEPTH",
     "MAX_JSON_INT",
+    "MAX_STICKY_MS",
     "InvalidInput",
     "check_content",
     "check_delay_id",
@@ -31,6 +32,7 @@ __all__ = [
     "check_txn_id",
     "coerce_policy",
     "delay_to_ms",
+    "sticky_to_ms",
 ]
 
 # Matrix canonical JSON has integers in this range only (the range JavaScript represents
@@ -53,6 +55,8 @@ MAX_CONTENT_BYTES = MAX_EVENT_BYTES - EVENT_ENVELOPE_BYTES
 # Deeper content is refused: far deeper than any real event, and far from Python's recursion
 # limit, which the JSON encoders here and in nio (encryption) would otherwise hit.
 MAX_JSON_DEPTH = 100
+#: The longest stickiness MSC4354 allows (one hour): a longer-lived presence is sent again.
+MAX_STICKY_MS = 3_600_000
 # Room ids, event types and state keys are limited to 255 bytes by the same section.
 _MAX_ID_BYTES = 255
 # A URL library resolves these path segments (also percent-encoded: yarl decodes %2E first),
@@ -68,22 +72,32 @@ class InvalidInput(ValueError):
 
 def delay_to_ms(delay: object) -> int:
     """Whole milliseconds from a ``timedelta`` or an ``int``; refuse anything else."""
-    if isinstance(delay, bool) or not isinstance(delay, (int, timedelta)):
+    return _positive_ms(delay, "delay", MAX_JSON_INT)
+
+
+def sticky_to_ms(duration: object) -> int:
+    """Whole milliseconds of stickiness (a ``timedelta`` or an ``int``): positive, at most
+    one hour."""
+    return _positive_ms(duration, "sticky_duration", MAX_STICKY_MS)
+
+
+def _positive_ms(value: object, name: str, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, timedelta)):
         raise InvalidInput(
-            "delay must be a datetime.timedelta or an int of milliseconds, "
-            f"not {type(delay).__name__}"
+            f"{name} must be a datetime.timedelta or an int of milliseconds, "
+            f"not {type(value).__name__}"
         )
-    if isinstance(delay, timedelta):
-        micros = delay // timedelta(microseconds=1)
+    if isinstance(value, timedelta):
+        micros = value // timedelta(microseconds=1)
         if micros % 1000:
-            raise InvalidInput(f"delay must be a whole number of milliseconds, got {delay}")
+            raise InvalidInput(f"{name} must be a whole number of milliseconds, got {value}")
         ms = micros // 1000
     else:
-        ms = delay
+        ms = value
     if ms <= 0:
-        raise InvalidInput(f"delay must be positive, got {ms} ms")
-    if ms > MAX_JSON_INT:
-        raise InvalidInput(f"delay must be at most {MAX_JSON_INT} ms, got {ms} ms")
+        raise InvalidInput(f"{name} must be positive, got {ms} ms")
+    if ms > maximum:
+        raise InvalidInput(f"{name} must be at most {maximum} ms, got {ms} ms")
     return ms
 
 

@@ -56,6 +56,7 @@ from ..validation import (
     check_state_key,
     check_txn_id,
     delay_to_ms,
+    sticky_to_ms,
 )
 from .encryption import EncryptionLayer
 from .negotiation import Negotiation, Server
@@ -127,16 +128,25 @@ class DelayedCalls:
         tx_id: str | None,
         ignore_unverified_devices: bool,
         policy: RequestPolicy | None,
+        *,
+        sticky_duration: timedelta | int | None = None,
     ) -> RoomSendDelayedResponse | RoomSendDelayedError:
-        def check() -> tuple[str, str, dict[str, Any], int, str]:
+        def check() -> tuple[str, str, dict[str, Any], int, str, int | None]:
             room, etype, checked, _ = check_event(room_id, event_type, content)
             txn = check_txn_id(tx_id) if tx_id is not None else str(uuid.uuid4())
-            return room, etype, checked, delay_to_ms(delay), txn
+            sticky_ms = None if sticky_duration is None else sticky_to_ms(sticky_duration)
+            return room, etype, checked, delay_to_ms(delay), txn, sticky_ms
 
         async def act(
-            args: tuple[str, str, dict[str, Any], int, str], server: Server
+            args: tuple[str, str, dict[str, Any], int, str, int | None], server: Server
         ) -> RoomSendDelayedResponse | ErrorInfo:
-            room, etype, checked, delay_ms, txn = args
+            room, etype, checked, delay_ms, txn, sticky_ms = args
+            if sticky_ms is not None and not server.sticky:
+                # A server without MSC4354 would send it as an ordinary, non-sticky event.
+                return ErrorInfo(
+                    ErrorKind.UNSUPPORTED,
+                    "nothing was sent: the server does not advertise sticky events (MSC4354)",
+                )
             message = await self._encryption.message_for(
                 room, etype, checked, ignore_unverified_devices, policy
             )
@@ -152,11 +162,18 @@ class DelayedCalls:
                 txn_id=txn,
                 state_key=None,
                 policy=policy,
+                sticky_duration_ms=sticky_ms,
             )
             if isinstance(delay_id, ErrorInfo):
                 return delay_id
             return RoomSendDelayedResponse(
-                delay_id, room, etype, delay_ms, tx_id=txn, encrypted=sent_type != etype
+                delay_id,
+                room,
+                etype,
+                delay_ms,
+                tx_id=txn,
+                encrypted=sent_type != etype,
+                sticky_duration_ms=sticky_ms,
             )
 
         return await call(RoomSendDelayedError, check, self._negotiation.require, act)
@@ -195,7 +212,7 @@ class DelayedCalls:
 
         return await call(RoomPutStateDelayedError, check, self._negotiation.require, act)
 
-    async def _schedule(
+    async def _schedule(  # noqa: PLR0913  # one keyword per part of the request
         self,
         server: Server,
         room_id: str,
@@ -206,6 +223,7 @@ class DelayedCalls:
         txn_id: str,
         state_key: str | None,
         policy: RequestPolicy | None,
+        sticky_duration_ms: int | None = None,
     ) -> DelayId | ErrorInfo:
         if server.max_delay_ms is not None and delay_ms > server.max_delay_ms:
             return ErrorInfo(
@@ -222,6 +240,7 @@ class DelayedCalls:
             delay_ms,
             txn_id=txn_id,
             state_key=state_key,
+            sticky_duration_ms=sticky_duration_ms,
         )
         result = await self._path.parsed(request, _delay_id_of, policy)
         if (

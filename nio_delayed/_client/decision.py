@@ -69,6 +69,7 @@ def choose_dialect(
         max_delay_ms=limits.max_delay_ms,
         max_scheduled=limits.max_scheduled,
         listing=advertised.listing,
+        sticky=advertised.sticky,
     )
 
 

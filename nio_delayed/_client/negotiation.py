@@ -29,6 +29,8 @@ class Server:
     dialect: Dialect
     listing: Listing
     max_delay_ms: int | None
+    #: It schedules sticky delayed messages (MSC4354).
+    sticky: bool = False
 
 
 class Negotiation:
@@ -71,7 +73,12 @@ class Negotiation:
             )
         if not support.supported or support.dialect is None:
             return ErrorInfo(ErrorKind.UNSUPPORTED, f"nothing was sent: {support.reason}")
-        return Server(support.dialect, support.listing or Listing.MSC4140, support.max_delay_ms)
+        return Server(
+            support.dialect,
+            support.listing or Listing.MSC4140,
+            support.max_delay_ms,
+            support.sticky,
+        )
 
     def learn_max_delay(self, max_delay_ms: int) -> None:
         """Older servers publish their maximum only in a refusal: remember it."""

@@ -135,6 +135,7 @@ class Arming:
                 tx_id,
                 ignore_unverified_devices=s.ignore_unverified_devices,
                 policy=policy,
+                sticky_duration=s.sticky_duration_ms,
             )
         return await self._client.room_put_state_delayed(
             s.room_id, s.event_type, s.content, s.delay_ms, s.state_key, policy=policy
@@ -217,6 +218,10 @@ class Arming:
         return sorted(mine, key=lambda e: e.due_ts or 0, reverse=True)
 
     async def _adopt(self, switch: SwitchRuntime, leftovers: list[DelayedEvent]) -> None:
+        if switch.settings.sticky_duration_ms is not None:
+            # No listing says whether a leftover is sticky: arm a new one that surely is, then
+            # cancel the leftovers.
+            return
         for leftover in list(leftovers):
             if (leftover.content, leftover.delay_ms) != (
                 switch.settings.content,

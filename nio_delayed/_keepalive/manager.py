@@ -19,14 +19,20 @@ from typing import Any
 
 from ..clock import Clock, SystemClock
 from ..limits import ServerLimits
-from ..responses import DelayedEventsListResponse, DelayedEventsSupportError
+from ..responses import (
+    DelayedEventsListResponse,
+    DelayedEventsSupportError,
+    DelayedEventsSupportResponse,
+)
 from ..validation import (
+    InvalidInput,
     check_content,
     check_event,
     check_event_type,
     check_state_key,
     coerce_policy,
     delay_to_ms,
+    sticky_to_ms,
 )
 from ..wire import SWITCH_KEY_FIELD
 from .arming import Arming
@@ -294,6 +300,7 @@ class KeepAliveManager:
         key: str = "default",
         ignore_unverified_devices: bool = False,
         priority: int = 0,
+        sticky_duration: timedelta | int | None = None,
     ) -> DeadMansSwitch:
         """Arm a switch and keep it from firing; returns once it is armed (and "alive" sent).
 
@@ -307,8 +314,11 @@ class KeepAliveManager:
         events are encrypted (``ignore_unverified_devices`` as for nio's ``room_send``).
         ``priority``: when the server's rate limit cannot keep every switch, higher ones are
         kept first (then the ones added first); the others are reported (``OVER_BUDGET``).
+        ``sticky_duration`` (message switches, at most one hour): the event is sticky (MSC4354)
+        for that long once it fires, however often it is re-armed.
         Raises ``InvalidInput`` for bad arguments, :class:`UnsupportedServerError` on a server
-        without delayed events, :class:`SwitchArmError` if the event could not be scheduled.
+        without delayed events (or without sticky events, when asked for),
+        :class:`SwitchArmError` if the event could not be scheduled.
         """
         # A policy given as its value ("send") is that policy; anything else is refused.
         on_exit = coerce_policy(ExitPolicy, on_exit, "on_exit")
@@ -322,9 +332,12 @@ class KeepAliveManager:
         )
         alive = _checked_alive(alive)
         requested_ms = delay_to_ms(delay)
+        sticky_ms = _checked_sticky(sticky_duration, state_key)
         if self._close_task is not None:
             raise KeepAliveError("this keep-alive manager is closed")
         await self.start()
+        if sticky_ms is not None:
+            await self._require_sticky()
         other = self._ctx.switches.get(identity(room_id, event_type, state_key, content))
         if other is not None:
             raise KeepAliveError(f"{other.handle!r} already guards this event")
@@ -342,6 +355,7 @@ class KeepAliveManager:
             on_overwrite,
             ignore_unverified_devices,
             priority,
+            sticky_ms,
         )
         switch = self._new_switch(settings, restart_interval)
         switch.order = self._planner.next_order()
@@ -354,6 +368,14 @@ class KeepAliveManager:
         self._scheduler.watch_deadline(switch)
         self._scheduler.schedule(switch)
         return switch.handle
+
+    async def _require_sticky(self) -> None:
+        # Asked before anything is taken or sent: leftovers stay for a switch that can be armed.
+        support = await self.client.delayed_events_support()  # cached since start()
+        if isinstance(support, DelayedEventsSupportResponse) and not support.sticky:
+            raise UnsupportedServerError(
+                "the server does not advertise sticky events (MSC4354): nothing was sent"
+            )
 
     def _allowed_delay_ms(self, requested_ms: int) -> int:
         maximum = self._ctx.max_delay_ms
@@ -414,6 +436,14 @@ def _checked_alive(alive: AliveEvent | None) -> AliveEvent | None:
         check_content(alive.content),
         None if alive.state_key is None else check_state_key(alive.state_key),
     )
+
+
+def _checked_sticky(duration: timedelta | int | None, state_key: str | None) -> int | None:
+    if duration is None:
+        return None
+    if state_key is not None:
+        raise InvalidInput("sticky_duration is for message switches; this one is a state event")
+    return sticky_to_ms(duration)
 
 
 def _seconds(value: timedelta | float) -> float:

@@ -76,6 +76,7 @@ class KeepAliveClient(Protocol):
         *,
         ignore_unverified_devices: bool = False,
         policy: RequestPolicy | None = None,
+        sticky_duration: timedelta | int | None = None,
     ) -> RoomSendDelayedResponse | RoomSendDelayedError: ...
 
     async def room_put_state_delayed(

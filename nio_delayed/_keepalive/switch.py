@@ -156,7 +156,8 @@ class KeepAliveError(Exception):
 
 
 class UnsupportedServerError(KeepAliveError):
-    """The server does not offer delayed events: nothing was sent."""
+    """The server does not offer delayed events (or sticky ones, when asked): nothing was
+    sent."""
 
 
 class SwitchArmError(KeepAliveError):
@@ -181,6 +182,8 @@ class SwitchSettings:
     ignore_unverified_devices: bool
     #: Higher is kept first when the budget cannot keep every switch.
     priority: int = 0
+    #: A message switch's event is sticky this long once sent (MSC4354); every arming asks it.
+    sticky_duration_ms: int | None = None
 
 
 Stopper = Callable[["SwitchRuntime", "ExitPolicy | None"], Awaitable[bool]]

@@ -9,6 +9,9 @@ delay-too-large code of the prefix asked (``ORG.MATRIX.MSC4140_MAX_DELAY_EXCEEDE
 (``org.matrix.msc4486``, filters and pagination). ``revision="draft"`` is the MSC4140 draft of
 before the merge: management without a token, one delay-too-large code, and MSC4140's own
 listing. Either way, a fired event's ``unsigned`` delay id is shown to its sender only.
+``sticky=True`` adds sticky delayed messages (MSC4354) as Synapse has them: the
+``org.matrix.msc4354.sticky_duration_ms`` query parameter, and ``msc4354_sticky`` on the event
+once it fires.
 
 Like a server without the feature, its plain ``/send`` and ``/state`` ignore the legacy delay
 parameter and send at once, so a test can prove a client never relied on it.
@@ -106,6 +109,7 @@ class _Delayed:
     event_id: str | None = None
     error: dict[str, str] | None = None
     finalised_ts: int | None = None
+    sticky_duration_ms: int | None = None
 
     @property
     def status(self) -> str:
@@ -166,6 +170,21 @@ def _error(
     )
 
 
+def _scheduling_body(body: object) -> tuple[int, dict[str, Any], str | None] | web.Response:
+    """The delay, content and state key of a scheduling request, or the error it is answered."""
+    if not isinstance(body, dict):
+        return _error(400, "M_BAD_JSON", "Body must be a JSON object")
+    delay = body.get("delay", body.get("delay_ms"))
+    if isinstance(delay, bool) or not isinstance(delay, int) or delay <= 0:
+        return _error(400, "M_INVALID_PARAM", "delay must be a positive integer")
+    content, state_key = body.get("content"), body.get("state_key")
+    if not isinstance(content, dict):
+        return _error(400, "M_BAD_JSON", "content must be a JSON object")
+    if state_key is not None and not isinstance(state_key, str):
+        return _error(400, "M_BAD_JSON", "state_key must be a string")
+    return delay, content, state_key
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -181,7 +200,9 @@ class FakeHomeserver(LoopbackServer):
     Synapse keeps): a state write cancels other users' delayed events for the same state.
     ``revision``: ``"merged"`` (MSC4140 as merged) or ``"draft"`` (as before the merge; see the
     module's description). ``msc4486``/``msc4486_stable``: serve and advertise the MSC4486
-    listing under its unstable prefix / on its stable path.
+    listing under its unstable prefix / on its stable path. ``sticky``: advertise and accept
+    sticky delayed messages (MSC4354); without it the parameter is ignored, as by a server that
+    does not know it.
 
     It also serves enough of the room API for a bot: ``/state`` reads (``format=event``) and a
     ``/sync`` that shows every room's new events to every user (no membership is modelled).
@@ -202,12 +223,14 @@ class FakeHomeserver(LoopbackServer):
         revision: Revision = "merged",
         msc4486: bool = True,
         msc4486_stable: bool = False,
+        sticky: bool = False,
     ) -> None:
         self.stable = stable and delayed_events
         self.unstable = unstable and delayed_events
         self.revision = revision
         self.msc4486 = msc4486 and delayed_events
         self.msc4486_stable = msc4486_stable and delayed_events
+        self.sticky = sticky
         self.max_delay_ms = max_delay_ms
         self.max_scheduled = max_scheduled
         #: Delayed events fire on this clock (a FakeClock in keep-alive tests).
@@ -418,6 +441,7 @@ class FakeHomeserver(LoopbackServer):
                     "org.matrix.msc4140.stable": self.stable,
                     "org.matrix.msc4486": self.msc4486,
                     "org.matrix.msc4486.stable": self.msc4486_stable,
+                    _STICKY_FLAG: self.sticky,
                 },
             }
         )
@@ -499,6 +523,7 @@ class FakeHomeserver(LoopbackServer):
         state_key: str | None,
         content: dict[str, Any],
         delay_id: str | None = None,
+        sticky_duration_ms: int | None = None,
     ) -> str:
         event_id = "$" + secrets.token_urlsafe(12)
         event: dict[str, Any] = {
@@ -511,6 +536,9 @@ class FakeHomeserver(LoopbackServer):
         }
         if state_key is not None:
             event["state_key"] = state_key
+        if sticky_duration_ms is not None:
+            # Counted from this event's origin_server_ts: stickiness begins when it fires.
+            event[_STICKY_FIELD] = {"duration_ms": sticky_duration_ms}
         if delay_id is not None:
             # Stable and unstable names; _seen_by shows them to the sender only.
             event["unsigned"] = {
@@ -542,18 +570,15 @@ class FakeHomeserver(LoopbackServer):
             body = await request.json()
         except ValueError:
             return _error(400, "M_NOT_JSON", "Content not JSON.")
-        if not isinstance(body, dict):
-            return _error(400, "M_BAD_JSON", "Body must be a JSON object")
-        delay = body.get("delay", body.get("delay_ms"))
-        if isinstance(delay, bool) or not isinstance(delay, int) or delay <= 0:
-            return _error(400, "M_INVALID_PARAM", "delay must be a positive integer")
-        content, state_key = body.get("content"), body.get("state_key")
-        if not isinstance(content, dict):
-            return _error(400, "M_BAD_JSON", "content must be a JSON object")
-        if state_key is not None and not isinstance(state_key, str):
-            return _error(400, "M_BAD_JSON", "state_key must be a string")
+        checked = _scheduling_body(body)
+        if isinstance(checked, web.Response):
+            return checked
+        delay, content, state_key = checked
         if self.max_delay_ms is not None and delay > self.max_delay_ms:
             return self._too_large(request)
+        sticky = self._sticky_duration(request, state_key)
+        if isinstance(sticky, web.Response):
+            return sticky
         txn_key = (user, request.match_info["txn"])
         if txn_key in self._txns:
             return web.json_response({"delay_id": self._txns[txn_key]})
@@ -577,11 +602,24 @@ class FakeHomeserver(LoopbackServer):
             content=content,
             delay=delay,
             running_since=_now_ms(),
+            sticky_duration_ms=sticky,
         )
         self._delayed[delayed.delay_id] = delayed
         self._txns[txn_key] = delayed.delay_id
         self._arm(delayed)
         return web.json_response({"delay_id": delayed.delay_id})
+
+    def _sticky_duration(
+        self, request: web.Request, state_key: str | None
+    ) -> int | web.Response | None:
+        raw = request.query.get(_STICKY_PARAM)
+        if not self.sticky or raw is None or state_key is not None:
+            return None
+        if not (raw.isascii() and raw.isdigit()):
+            return _error(400, "M_INVALID_PARAM", f"{_STICKY_PARAM} must be a positive integer")
+        # As Synapse 1.163: 0 is taken, and the event carries what was asked even above the
+        # hour (the server counts at most an hour of it).
+        return int(raw)
 
     def _too_large(self, request: web.Request) -> web.Response:
         """The merged MSC names the error and its field by prefix; the draft had one name."""
@@ -624,6 +662,7 @@ class FakeHomeserver(LoopbackServer):
                 delayed.state_key,
                 delayed.content,
                 delayed.delay_id,
+                delayed.sticky_duration_ms,
             )
 
     def _rate_limited(self) -> web.Response | None:
@@ -737,6 +776,9 @@ def _page(events: list[_Delayed], start: int, revision: Revision) -> web.Respons
 
 
 _DELAY_ID_UNSTABLE = "org.matrix.msc4140.delay_id"
+_STICKY_FLAG = "org.matrix.msc4354"
+_STICKY_PARAM = "org.matrix.msc4354.sticky_duration_ms"
+_STICKY_FIELD = "msc4354_sticky"
 
 
 def _seen_by(event: dict[str, Any], user: str | None) -> dict[str, Any]:
