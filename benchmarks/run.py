@@ -1,17 +1,24 @@
 """nio-delayed benchmarks: ``make bench`` (all of it) or ``make bench-quick`` (under 2 minutes).
 
 1. cost: CPU per restart for the keep-alive manager, for the bare aiohttp floor (the same
-   requests from a plain loop), and for the obvious alternative (a task per switch that sleeps
-   and calls ``restart_delayed_event``), in the same run.
+   requests from a plain loop), for the obvious alternative (a task per switch that sleeps and
+   calls ``restart_delayed_event``) and for matrix-js-sdk in node (``benchmarks/js``), in the
+   same run and on the same schedule: restarts evenly spread over the interval. Two clustered
+   variants (switches armed together; the floor's requests sent in bursts) are reported apart.
 2. scale: 100, 1,000 and 10,000 switches restarted every 10 s: restarts achieved, lateness of
    each restart against its schedule, CPU share, memory per switch, missed deadlines.
 3. economy: requests per switch-hour against the minimum, without faults and with a server that
-   answers 429 to a share of restarts; requests sent inside a retry hint.
+   answers 429 to a random 5% of restarts; requests sent inside a retry hint.
+3b. token bucket: a server that rate-limits restarts like Synapse, with more switches than its
+   rate serves at their interval: share of restarts answered 429 at steady state, restarts
+   confirmed per second against the server's rate, missed deadlines, events that fired.
 4. synapse: a bot killed with SIGKILL; when its event reaches a watcher, against the deadline
    it predicted and against the kill.
 
 The server side of 1-3 is the fake homeserver in a separate process (``benchmarks.server``),
-so the client is measured alone. Results go to benchmarks/results/latest.json, a table to
+so the client is measured alone (node too, for the js-sdk row: ``npm ci`` installs its pinned
+matrix-js-sdk into benchmarks/js/node_modules on first use; without node the row is skipped).
+Results go to benchmarks/results/latest.json, a table to
 stdout, and a plot to benchmarks/results/scale.png when matplotlib is installed.
 """
 
@@ -25,6 +32,7 @@ import itertools
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -49,6 +57,8 @@ from nio_delayed import (
 from nio_delayed.devserver import DevServer
 
 RESULTS = Path(__file__).parent / "results"
+JS = Path(__file__).parent / "js"
+USER = "@bench:fake"
 ROOM = "!bench:fake"
 BODY = {"msgtype": "m.notice", "body": "bench switch"}
 
@@ -60,6 +70,11 @@ BODY = {"msgtype": "m.notice", "body": "bench switch"}
 class Server:
     url: str
     token: str
+
+    async def get(self, path: str) -> Any:
+        """One of the bench server's own read-outs (benchmarks/server.py)."""
+        async with aiohttp.ClientSession() as session, session.get(self.url + path) as resp:
+            return await resp.json()
 
 
 @contextlib.contextmanager
@@ -81,8 +96,8 @@ def fake_server(*args: str) -> Iterator[Server]:
 
 @contextlib.asynccontextmanager
 async def client_of(server: Server) -> AsyncIterator[DelayedAsyncClient]:
-    client = DelayedAsyncClient(server.url, "@bench:fake")
-    client.restore_login("@bench:fake", "BENCH", server.token)
+    client = DelayedAsyncClient(server.url, USER)
+    client.restore_login(USER, "BENCH", server.token)
     try:
         yield client
     finally:
@@ -101,22 +116,37 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def add_switch(manager: KeepAliveManager, i: int, delay_ms: int, interval: float) -> Any:
+    return manager.add(
+        ROOM,
+        "m.room.message",
+        BODY,
+        delay=delay_ms,
+        restart_interval=interval,
+        key=str(i),
+        on_exit=ExitPolicy.KEEP,
+    )
+
+
 async def arm(manager: KeepAliveManager, n: int, delay_ms: int, interval: float) -> None:
+    """All at once, 200 at a time, as a bot that starts with many switches would."""
     for start in range(0, n, 200):
         await asyncio.gather(
-            *(
-                manager.add(
-                    ROOM,
-                    "m.room.message",
-                    BODY,
-                    delay=delay_ms,
-                    restart_interval=interval,
-                    key=str(i),
-                    on_exit=ExitPolicy.KEEP,
-                )
-                for i in range(start, min(n, start + 200))
-            )
+            *(add_switch(manager, i, delay_ms, interval) for i in range(start, min(n, start + 200)))
         )
+
+
+async def arm_evenly(manager: KeepAliveManager, n: int, delay_ms: int, interval: float) -> None:
+    """Switch k armed at k * interval / n, so that the switches' phases are spread evenly over
+    the interval, as the other variants' requests are. (The manager moves each first restart
+    earlier by a random 0-10% of the interval, which spreads switches armed together; here it
+    only shifts phases that are spread already.)"""
+    loop = asyncio.get_running_loop()
+    started, tasks = loop.time(), []
+    for k in range(n):
+        await asyncio.sleep(max(0.0, started + k * interval / n - loop.time()))
+        tasks.append(asyncio.create_task(add_switch(manager, k, delay_ms, interval)))
+    await asyncio.gather(*tasks)
 
 
 async def schedule_events(client: DelayedAsyncClient, n: int, delay_ms: int) -> list[str]:
@@ -132,13 +162,28 @@ async def schedule_events(client: DelayedAsyncClient, n: int, delay_ms: int) -> 
     return ids
 
 
+def bunched(rows: list[list[Any]], interval: float) -> float:
+    """The share of confirmed restarts that reached the server within 0.5 ms of the one before,
+    after the first interval: about 0 for an even schedule, high when one wake-up sends many."""
+    times: list[float] = sorted(r[0] for r in rows if r[1] == 200)
+    times = [t for t in times if t >= times[0] + interval] if times else []
+    if len(times) < 2:
+        return float("nan")
+    return sum(b - a < 0.0005 for a, b in itertools.pairwise(times)) / (len(times) - 1)
+
+
 # -- 1. cost per restart ------------------------------------------------------------------------
 
 
-async def cost_manager(server: Server, n: int, interval: float, seconds: float) -> dict[str, float]:
+async def cost_manager(
+    server: Server, n: int, interval: float, seconds: float, *, clustered: bool = False
+) -> dict[str, float]:
+    """The manager, its switches armed at evenly spread times; ``clustered`` arms them all at
+    once, so that their restarts come in clumps and one wake-up serves many."""
     async with client_of(server) as client:
         manager = KeepAliveManager(client)
-        await arm(manager, n, int(interval * 3000), interval)
+        await manager.start()
+        await (arm if clustered else arm_evenly)(manager, n, int(interval * 3000), interval)
         await asyncio.sleep(interval)  # every switch restarting
         cpu, before = time.process_time(), manager.stats().restarts_ok
         await asyncio.sleep(seconds)
@@ -148,7 +193,8 @@ async def cost_manager(server: Server, n: int, interval: float, seconds: float) 
 
 
 async def cost_naive(server: Server, n: int, interval: float, seconds: float) -> dict[str, float]:
-    """The obvious alternative: one task per switch, sleeping and calling the API."""
+    """The obvious alternative: one task per switch, sleeping and calling the API; the tasks'
+    phases spread evenly over the interval."""
     async with client_of(server) as client:
         ids = await schedule_events(client, n, int(interval * 3000))
         count = 0
@@ -176,8 +222,8 @@ async def cost_floor(
     server: Server, n: int, interval: float, seconds: float, *, burst: bool = False
 ) -> dict[str, float]:
     """The floor: the same POSTs from a plain aiohttp loop, nothing else. Paced (the default),
-    they leave evenly spread over the interval, as the switches' restarts do; ``burst`` sends
-    each round all at once, 32 at a time, which lets one event-loop wake-up serve many."""
+    they leave evenly spread over the interval; ``burst`` sends each round all at once, 32 at
+    a time, which lets one event-loop wake-up serve many."""
     async with client_of(server) as client:
         ids = await schedule_events(client, n, int(interval * 3000))
     headers = {"Authorization": f"Bearer {server.token}", "Content-Type": "application/json"}
@@ -219,46 +265,112 @@ async def cost_floor(
     return {"restarts": restarts, "cpu_us_per_restart": cpu / restarts * 1e6}
 
 
+def js_missing() -> str | None:
+    """Why the matrix-js-sdk row can't run, or None once it can: node must be installed; the
+    pinned matrix-js-sdk is installed from benchmarks/js/package-lock.json with ``npm ci`` when
+    node_modules is missing or older than the lock file."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None:
+        return "node is not installed"
+    installed = JS / "node_modules" / ".package-lock.json"
+    lock = JS / "package-lock.json"
+    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
+        if npm is None:
+            return "npm is not installed (to install matrix-js-sdk)"
+        print("   npm ci in benchmarks/js ...", flush=True)
+        done = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"], cwd=JS, capture_output=True, text=True
+        )
+        if done.returncode:
+            return f"npm ci failed: {done.stderr.strip()[-400:]}"
+    return None
+
+
+async def cost_js(server: Server, n: int, interval: float, seconds: float) -> dict[str, Any]:
+    """matrix-js-sdk in node (benchmarks/js/restart.mjs): a timer per switch, phases spread
+    evenly, calling js-sdk's own restart; node measures its own CPU time."""
+    async with client_of(server) as client:
+        ids = await schedule_events(client, n, int(interval * 3000))
+    args = {
+        "baseUrl": server.url,
+        "accessToken": server.token,
+        "userId": USER,
+        "delayIds": ids,
+        "interval": interval,
+        "warmup": interval,
+        "seconds": seconds,
+    }
+    node = await asyncio.create_subprocess_exec(
+        "node", "restart.mjs", cwd=JS, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        out, _ = await asyncio.wait_for(
+            node.communicate(json.dumps(args).encode()), interval + seconds + 60
+        )
+    finally:
+        if node.returncode is None:
+            node.kill()
+            await node.wait()
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
 async def cost(n: int, seconds: float, rounds: int) -> dict[str, Any]:
     """Each variant ``rounds`` times, interleaved, so that drift in the machine's speed falls on
-    all of them alike; the median of each is reported."""
-    variants = {
+    all of them alike; the median of each is reported. Each run has a server of its own."""
+    variants: dict[str, Any] = {
         "floor": cost_floor,
         "naive": cost_naive,
         "manager": cost_manager,
+        "js_sdk": cost_js,
+        "manager_clustered": functools.partial(cost_manager, clustered=True),
         "burst_floor": functools.partial(cost_floor, burst=True),
     }
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
+    out: dict[str, Any] = {"switches": n, "interval_s": 1.0, "seconds": seconds, "rounds": rounds}
+    if skipped := js_missing():
+        print(f"   matrix-js-sdk row skipped: {skipped}", flush=True)
+        out["js_sdk_skipped"] = skipped
+        del variants["js_sdk"]
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     for _ in range(rounds):
         for name, run in variants.items():
             with fake_server() as server:
-                runs[name].append(await run(server, n, 1.0, seconds))
-    out: dict[str, Any] = {"switches": n, "interval_s": 1.0, "seconds": seconds, "rounds": rounds}
+                result = await run(server, n, 1.0, seconds)
+                result["bunched"] = bunched(await server.get("/_bench/restarts"), 1.0)
+                runs[name].append(result)
     for name, results in runs.items():
         per_restart = [r["cpu_us_per_restart"] for r in results]
         out[name] = {
             "cpu_us_per_restart": statistics.median(per_restart),
             "each_round": [round(v, 1) for v in per_restart],
             "restarts": sum(int(r["restarts"]) for r in results),
+            "bunched": round(statistics.median(r["bunched"] for r in results), 4),
         }
-    out["manager_vs_floor"] = (
-        out["manager"]["cpu_us_per_restart"] / out["floor"]["cpu_us_per_restart"]
-    )
-    out["manager_vs_naive"] = (
-        out["manager"]["cpu_us_per_restart"] / out["naive"]["cpu_us_per_restart"]
+        if name == "js_sdk":
+            out[name]["version"] = results[0]["sdk_version"]
+            out[name]["errors"] = sum(r["errors"] for r in results)
+    manager = out["manager"]["cpu_us_per_restart"]
+    out["manager_vs_floor"] = manager / out["floor"]["cpu_us_per_restart"]
+    out["manager_vs_naive"] = manager / out["naive"]["cpu_us_per_restart"]
+    if "js_sdk" in out:
+        out["js_sdk_vs_manager"] = out["js_sdk"]["cpu_us_per_restart"] / manager
+    out["clustered_manager_vs_burst_floor"] = (
+        out["manager_clustered"]["cpu_us_per_restart"] / out["burst_floor"]["cpu_us_per_restart"]
     )
     return out
 
 
-# -- 2. scale, 3. economy -----------------------------------------------------------------------
+# -- 2. scale, 3. economy, 3b. token bucket -----------------------------------------------------
 
 
 async def scale(
-    n: int, seconds: float, interval: float = 10.0, *server_args: str
+    n: int, seconds: float, interval: float = 10.0, *server_args: str, **manager_options: Any
 ) -> dict[str, Any]:
+    """``n`` switches (delay 3 intervals) on a fake started with ``server_args``, measured for
+    ``seconds`` after one interval of warm-up."""
     with fake_server(*server_args) as server:
         async with client_of(server) as client:
-            manager = KeepAliveManager(client, track_lateness=True)
+            manager = KeepAliveManager(client, track_lateness=True, **manager_options)
             missed = 0
 
             def count(event: Any) -> None:
@@ -282,11 +394,7 @@ async def scale(
             stats = manager.stats()
             lateness = list(manager.lateness)
             await manager.close()
-            async with (
-                aiohttp.ClientSession() as session,
-                session.get(f"{server.url}/_bench/restarts") as r,
-            ):
-                seen = await r.json()
+        seen, fired = await server.get("/_bench/restarts"), await server.get("/_bench/fired")
     restarts = stats.restarts_ok - before
     expected = n * seconds / interval
     return {
@@ -304,6 +412,7 @@ async def scale(
         "cpu_share": round(cpu / wall, 4),
         "rss_bytes_per_switch": round(per_switch),
         "missed_deadlines": missed,
+        "fired": fired,
         "min_margin_s": round(stats.min_margin or 0, 3),
         "server_seen": _server_view(seen, n, start, end, interval),
     }
@@ -313,11 +422,12 @@ def _server_view(
     rows: list[list[Any]], n: int, start: float, end: float, interval: float
 ) -> dict[str, Any]:
     """What the server saw between ``start`` and ``end`` (monotonic clock, which the two
-    processes share): requests per switch-hour, 429s included, and any request that arrived
-    while a retry hint it had given was still running."""
+    processes share): requests per switch-hour, 429s included, restarts it confirmed, and any
+    request that arrived while a retry hint it had given was still running."""
     window = [r for r in rows if start <= r[0] < end]
     seconds = end - start
     limited = [r for r in window if r[1] == 429]
+    confirmed = sum(r[1] == 200 for r in window)
     inside = sum(
         1
         for hinted in limited
@@ -328,11 +438,35 @@ def _server_view(
     return {
         "requests": len(window),
         "answered_429": len(limited),
+        "share_429": round(len(limited) / len(window), 4) if window else 0.0,
+        "confirmed_per_second": round(confirmed / seconds, 3),
         "requests_per_switch_hour": round(per_hour, 1),
         "minimum_per_switch_hour": round(3600 / interval, 1),
         "vs_minimum": round(per_hour / (3600 / interval), 4),
+        "confirmed_vs_minimum": round(confirmed / n / seconds * interval, 4),
         "inside_a_retry_hint": inside,
     }
+
+
+async def token_bucket(
+    n: int, seconds: float, interval: float, rate: float, burst: int, **manager_options: Any
+) -> dict[str, Any]:
+    """``n`` switches against a server whose token bucket allows ``rate`` restarts a second
+    (``burst`` saved up): their nominal demand is ``n / interval`` a second."""
+    result = await scale(
+        n,
+        seconds,
+        interval,
+        "--management-rate",
+        str(rate),
+        "--management-burst",
+        str(burst),
+        **manager_options,
+    )
+    result["server_rate"] = rate
+    result["server_burst"] = burst
+    result["demand_per_second"] = round(n / interval, 3)
+    return result
 
 
 # -- 4. real Synapse ------------------------------------------------------------------------------
@@ -447,39 +581,79 @@ def machine() -> dict[str, Any]:
 def print_report(results: dict[str, Any]) -> None:
     m = results["machine"]
     print(f"\nmachine: {m['cpu']}, {m['cores']} cores, Python {m['python']}")
-    c = results["cost"]
-    print(f"\n1. cost per restart ({c['switches']} switches, every {c['interval_s']:g} s)")
-    for name in ("floor", "burst_floor", "naive", "manager"):
-        us, n = c[name]["cpu_us_per_restart"], c[name]["restarts"]
-        print(f"   {name:<8} {us:8.1f} us CPU per restart ({n} restarts)")
-    print(
-        f"   manager/floor {c['manager_vs_floor']:.2f}, manager/naive {c['manager_vs_naive']:.2f}"
-    )
-    print(f"\n2. scale (restart every {results['scale'][0]['interval_s']:g} s)")
-    print("   switches  restarts/expected  late p50/p99/max ms     CPU  RSS/switch  missed")
-    for s in results["scale"]:
-        late = s["lateness_ms"]
-        print(
-            f"   {s['switches']:>8}  {s['restarts']:>7}/{s['expected']:<8}  "
-            f"{late['p50']:6.1f}/{late['p99']:6.1f}/{late['max']:7.1f}  "
-            f"{s['cpu_share'] * 100:5.1f}%  {s['rss_bytes_per_switch'] / 1024:6.2f} KiB  "
-            f"{s['missed_deadlines']}"
-        )
-    print("\n3. economy (requests per switch-hour, as the server saw them)")
-    for name, e in results["economy"].items():
-        v = e["server_seen"]
-        print(
-            f"   {name:<18} {v['requests_per_switch_hour']:7.1f} "
-            f"(minimum {v['minimum_per_switch_hour']:g}, x{v['vs_minimum']:.4f}); "
-            f"429s {v['answered_429']}, inside a hint {v['inside_a_retry_hint']}, "
-            f"missed {e['missed_deadlines']}, smallest margin {e['min_margin_s']} s"
-        )
+    if "cost" in results:
+        _print_cost(results["cost"])
+    if "scale" in results:
+        print(f"\n2. scale (restart every {results['scale'][0]['interval_s']:g} s)")
+        print("   switches  restarts/expected  late p50/p99/max ms     CPU  RSS/switch  missed")
+        for s in results["scale"]:
+            late = s["lateness_ms"]
+            print(
+                f"   {s['switches']:>8}  {s['restarts']:>7}/{s['expected']:<8}  "
+                f"{late['p50']:6.1f}/{late['p99']:6.1f}/{late['max']:7.1f}  "
+                f"{s['cpu_share'] * 100:5.1f}%  {s['rss_bytes_per_switch'] / 1024:6.2f} KiB  "
+                f"{s['missed_deadlines']}"
+            )
+    if "economy" in results:
+        print("\n3. economy (requests per switch-hour, as the server saw them)")
+        for name, e in results["economy"].items():
+            v = e["server_seen"]
+            print(
+                f"   {name:<18} {v['requests_per_switch_hour']:7.1f} "
+                f"(minimum {v['minimum_per_switch_hour']:g}, x{v['vs_minimum']:.4f}, "
+                f"confirmed x{v['confirmed_vs_minimum']:.4f}); 429s {v['answered_429']}, "
+                f"inside a hint {v['inside_a_retry_hint']}, missed {e['missed_deadlines']}, "
+                f"fired {e['fired']}, smallest margin {e['min_margin_s']} s"
+            )
+    if "token_bucket" in results:
+        print("\n3b. token-bucket server (after the first interval)")
+        for name, b in results["token_bucket"].items():
+            v = b["server_seen"]
+            print(
+                f"   {name:<22} {b['switches']} switches, demand {b['demand_per_second']:g}/s, "
+                f"server {b['server_rate']:g}/s burst {b['server_burst']}: "
+                f"429s {v['share_429'] * 100:.1f}% of {v['requests']}, "
+                f"confirmed {v['confirmed_per_second']:.2f}/s, missed {b['missed_deadlines']}, "
+                f"fired {b['fired']}"
+            )
     if "synapse" in results:
         s = results["synapse"]
         d, k = s["after_predicted_deadline_ms"], s["after_kill_ms"]
         print(f"\n4. Synapse {s['synapse']}: {s['trials']} bots killed, delay {s['delay_ms']} ms")
         print(f"   after the predicted deadline: p50 {d['p50']}, p99 {d['p99']}, max {d['max']} ms")
         print(f"   after the kill: p50 {k['p50']} ms, p99 {k['p99']} ms")
+
+
+def _print_cost(c: dict[str, Any]) -> None:
+    print(f"\n1. cost per restart ({c['switches']} switches, every {c['interval_s']:g} s)")
+    print("   even schedule:")
+    for name in (
+        "floor",
+        "naive",
+        "manager",
+        "js_sdk",
+        "-clustered:",
+        "manager_clustered",
+        "burst_floor",
+    ):
+        if name.startswith("-"):
+            print(f"   {name[1:]}")
+        elif name in c:
+            us, n, b = c[name]["cpu_us_per_restart"], c[name]["restarts"], c[name]["bunched"]
+            print(
+                f"   {name:<18} {us:8.1f} us CPU per restart ({n} restarts, "
+                f"{b * 100:4.1f}% within 0.5 ms of the one before)"
+            )
+    if "js_sdk_skipped" in c:
+        print(f"   js_sdk             skipped: {c['js_sdk_skipped']}")
+    ratios = [
+        f"manager/floor {c['manager_vs_floor']:.2f}",
+        f"manager/naive {c['manager_vs_naive']:.2f}",
+    ]
+    if "js_sdk_vs_manager" in c:
+        ratios.append(f"js-sdk/manager {c['js_sdk_vs_manager']:.2f}")
+    ratios.append(f"clustered manager/burst floor {c['clustered_manager_vs_burst_floor']:.2f}")
+    print("   " + ", ".join(ratios))
 
 
 def plot(results: dict[str, Any], path: Path) -> bool:
@@ -514,46 +688,69 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     return True
 
 
-async def main(quick: bool, synapse: bool) -> None:
+def bucket_rows(rate: float) -> dict[str, dict[str, Any]]:
+    """The token-bucket runs: the manager's options in each."""
+    return {"default settings": {}}
+
+
+async def main(quick: bool, synapse: bool, only: set[str]) -> None:
     results: dict[str, Any] = {
         "machine": machine(),
         "quick": quick,
         "when": time.strftime("%Y-%m-%d %H:%M"),
     }
-    print("1. cost per restart ...", flush=True)
-    results["cost"] = await cost(500, 4 if quick else 8, 1 if quick else 3)
-    results["scale"] = []
-    for n in (100, 1000) if quick else (100, 1000, 10_000):
-        print(f"2. scale: {n} switches ...", flush=True)
-        # Quick: a 5 s interval and two of them; in full, every 10 s for 60 s.
-        results["scale"].append(await scale(n, 10 if quick else 60, 5.0 if quick else 10.0))
-    print("3. economy under 429s ...", flush=True)
-    results["economy"] = {
-        "no faults (1,000)": next(s for s in results["scale"] if s["switches"] == 1000),
-        "5% answered 429": await scale(
-            100,
-            10 if quick else 60,
-            5.0 if quick else 10.0,
-            "--restart-429-share",
-            "0.05",
-            "--retry-after-ms",
-            "200",
-        ),
-    }
-    if synapse:
+    # Quick: shorter runs, a 5 s interval, no 10,000 switches; in full, every 10 s for 60 s.
+    interval, seconds = (5.0, 10) if quick else (10.0, 60)
+    if "cost" in only:
+        print("1. cost per restart ...", flush=True)
+        results["cost"] = await cost(500, 3 if quick else 8, 1 if quick else 3)
+    if "scale" in only or "economy" in only:
+        results["scale"] = []
+        for n in (100, 1000) if quick else (100, 1000, 10_000):
+            print(f"2. scale: {n} switches ...", flush=True)
+            results["scale"].append(await scale(n, seconds, interval))
+    if "economy" in only:
+        print("3. economy under 429s ...", flush=True)
+        results["economy"] = {
+            "no faults (1,000)": next(s for s in results["scale"] if s["switches"] == 1000),
+            "5% answered 429": await scale(
+                100,
+                seconds,
+                interval,
+                "--restart-429-share",
+                "0.05",
+                "--retry-after-ms",
+                "200",
+            ),
+        }
+    if "bucket" in only:
+        # More switches than the bucket serves at their interval: demand 6/s against 5/s.
+        rate, burst = 5.0, 10
+        results["token_bucket"] = {}
+        for name, options in bucket_rows(rate).items():
+            print(f"3b. token-bucket server, {name} ...", flush=True)
+            results["token_bucket"][name] = await token_bucket(
+                round(6 * interval), seconds, interval, rate, burst, **options
+            )
+    if synapse and "synapse" in only:
         print("4. real Synapse ...", flush=True)
-        results["synapse"] = await synapse_trials(5 if quick else 20)
+        results["synapse"] = await synapse_trials(3 if quick else 20)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))
     print_report(results)
-    if plot(results, RESULTS / "scale.png"):
+    if "scale" in results and plot(results, RESULTS / "scale.png"):
         print(f"\nplot: {RESULTS / 'scale.png'}")
     print(f"results: {RESULTS / 'latest.json'}")
 
+
+SECTIONS = ("cost", "scale", "economy", "bucket", "synapse")
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="nio-delayed benchmarks")
     parser.add_argument("--quick", action="store_true", help="a smaller run, under 2 minutes")
     parser.add_argument("--no-synapse", action="store_true", help="skip the real-Synapse trials")
+    parser.add_argument(
+        "--only", nargs="+", choices=SECTIONS, default=SECTIONS, help="run these sections only"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.quick, not args.no_synapse))
+    asyncio.run(main(args.quick, not args.no_synapse, set(args.only)))
