@@ -301,16 +301,23 @@ async def cost_js(server: Server, n: int, interval: float, seconds: float) -> di
         "seconds": seconds,
     }
     node = await asyncio.create_subprocess_exec(
-        "node", "restart.mjs", cwd=JS, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        "node",
+        "restart.mjs",
+        cwd=JS,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,  # js-sdk warns of listeners on its abort signal: noise here
     )
     try:
-        out, _ = await asyncio.wait_for(
+        out, err = await asyncio.wait_for(
             node.communicate(json.dumps(args).encode()), interval + seconds + 60
         )
     finally:
         if node.returncode is None:
             node.kill()
             await node.wait()
+    if node.returncode != 0:
+        raise RuntimeError(f"benchmarks/js/restart.mjs failed: {err.decode()[-2000:]}")
     result: dict[str, Any] = json.loads(out)
     return result
 
@@ -348,6 +355,7 @@ async def cost(n: int, seconds: float, rounds: int) -> dict[str, Any]:
         }
         if name == "js_sdk":
             out[name]["version"] = results[0]["sdk_version"]
+            out[name]["node"] = results[0]["node_version"]
             out[name]["errors"] = sum(r["errors"] for r in results)
     manager = out["manager"]["cpu_us_per_restart"]
     out["manager_vs_floor"] = manager / out["floor"]["cpu_us_per_restart"]

@@ -6,7 +6,7 @@
 // timer per switch calling js-sdk's own restart, the switches' phases spread evenly over the
 // interval. It measures this process's CPU time (process.cpuUsage(): user + system) over
 // `seconds` after `warmup` seconds, and prints one JSON line:
-// {"restarts", "errors", "cpu_us_per_restart", "sdk_version"}.
+// {"restarts", "errors", "cpu_us_per_restart", "sdk_version", "node_version"}.
 
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -61,6 +61,7 @@ process.stdout.write(
     errors,
     cpu_us_per_restart: (cpu.user + cpu.system) / counted,
     sdk_version: version,
+    node_version: process.version,
   }) + "\n",
 );
 process.exit(0);
