@@ -30,6 +30,7 @@ import contextlib
 import functools
 import itertools
 import json
+import logging
 import os
 import platform
 import shutil
@@ -707,14 +708,16 @@ async def main(quick: bool, synapse: bool, only: set[str]) -> None:
         "quick": quick,
         "when": time.strftime("%Y-%m-%d %H:%M"),
     }
-    # Quick: shorter runs, a 5 s interval, no 10,000 switches; in full, every 10 s for 60 s.
+    # The scenarios provoke the manager's warnings on purpose; the report counts what matters.
+    logging.getLogger("nio_delayed").setLevel(logging.ERROR)
+    # Quick: shorter runs, a 5 s interval, 1,000 switches only; in full, every 10 s for 60 s.
     interval, seconds = (5.0, 10) if quick else (10.0, 60)
     if "cost" in only:
         print("1. cost per restart ...", flush=True)
-        results["cost"] = await cost(500, 3 if quick else 8, 1 if quick else 3)
+        results["cost"] = await cost(500, 2 if quick else 8, 1 if quick else 3)
     if "scale" in only or "economy" in only:
         results["scale"] = []
-        for n in (100, 1000) if quick else (100, 1000, 10_000):
+        for n in (1000,) if quick else (100, 1000, 10_000):
             print(f"2. scale: {n} switches ...", flush=True)
             results["scale"].append(await scale(n, seconds, interval))
     if "economy" in only:
