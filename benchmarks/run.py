@@ -62,6 +62,9 @@ JS = Path(__file__).parent / "js"
 USER = "@bench:fake"
 ROOM = "!bench:fake"
 BODY = {"msgtype": "m.notice", "body": "bench switch"}
+# Each cost variant runs this long (s) before it is measured: every switch restarting, and
+# node's JIT done with the hot path (one second of warm-up left it about 15% dearer).
+WARM_UP = 3.0
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -185,7 +188,7 @@ async def cost_manager(
         manager = KeepAliveManager(client)
         await manager.start()
         await (arm if clustered else arm_evenly)(manager, n, int(interval * 3000), interval)
-        await asyncio.sleep(interval)  # every switch restarting
+        await asyncio.sleep(WARM_UP)
         cpu, before = time.process_time(), manager.stats().restarts_ok
         await asyncio.sleep(seconds)
         cpu, restarts = time.process_time() - cpu, manager.stats().restarts_ok - before
@@ -210,7 +213,7 @@ async def cost_naive(server: Server, n: int, interval: float, seconds: float) ->
                 count += not hasattr(resp, "kind")
 
         tasks = [asyncio.create_task(keep(i, k * interval / n)) for k, i in enumerate(ids)]
-        await asyncio.sleep(interval)
+        await asyncio.sleep(WARM_UP)
         cpu, before = time.process_time(), count
         await asyncio.sleep(seconds)
         cpu, restarts = time.process_time() - cpu, count - before
@@ -256,7 +259,7 @@ async def cost_floor(
         tasks: set[asyncio.Task[None]] = set()
 
         task = asyncio.create_task(rounds() if burst else paced())
-        await asyncio.sleep(interval)
+        await asyncio.sleep(WARM_UP)
         cpu, before = time.process_time(), count
         await asyncio.sleep(seconds)
         cpu, restarts = time.process_time() - cpu, count - before
@@ -298,7 +301,7 @@ async def cost_js(server: Server, n: int, interval: float, seconds: float) -> di
         "userId": USER,
         "delayIds": ids,
         "interval": interval,
-        "warmup": interval,
+        "warmup": WARM_UP,
         "seconds": seconds,
     }
     node = await asyncio.create_subprocess_exec(
@@ -311,7 +314,7 @@ async def cost_js(server: Server, n: int, interval: float, seconds: float) -> di
     )
     try:
         out, err = await asyncio.wait_for(
-            node.communicate(json.dumps(args).encode()), interval + seconds + 60
+            node.communicate(json.dumps(args).encode()), WARM_UP + seconds + 60
         )
     finally:
         if node.returncode is None:
