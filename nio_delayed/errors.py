@@ -1,22 +1,35 @@
-"""Classify error answers into one kind a program can branch on (PROTOCOL.md section 4). Pure."""
+"""Classify error answers into one kind a program can branch on, whatever revision of the
+protocol or proxy wrote them; take the client's secrets out of their text. Pure."""
 
 from __future__ import annotations
 
 import json
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import Enum
 from typing import Any
 
+from .delay_id import redact
+
 __all__ = [
+    "MAX_MESSAGE_CHARS",
+    "MAX_RETRY_AFTER_MS",
     "ErrorInfo",
     "ErrorKind",
     "classify_error",
     "is_unrecognized",
     "parse_retry_after_header",
+    "retry_after_ms",
 ]
+
+#: The longest wait a server can ask for that is reported as it is; longer ones are this
+#: (about 285 000 years: "never", in a number every JSON reader and timer takes).
+MAX_RETRY_AFTER_MS = 2**53 - 1
+#: Text from a server or a proxy is cut to this many characters in an error's message.
+MAX_MESSAGE_CHARS = 500
 
 
 class ErrorKind(str, Enum):
@@ -67,27 +80,56 @@ _UNSUPPORTED_CODES = {"M_MAX_DELAY_UNSUPPORTED"}
 _LEGACY_ERRCODE = "org.matrix.msc4140.errcode"
 _MAX_DELAY_FIELDS = ("max_delay_ms", "max_delay", "org.matrix.msc4140.max_delay")
 # Synapse 1.163 gives its maximum only in the message: "... the allowed maximum (86400000ms)".
-_MAX_IN_MESSAGE = re.compile(r"maximum \((\d+) ?ms\)")
+_MAX_IN_MESSAGE = re.compile(r"maximum \(([0-9]{1,16}) ?ms\)")
 # Synapse's answer when the feature is configured off: 403 M_FORBIDDEN with this message.
 _DISALLOWED = re.compile(
     r"delayed events (has been|have been|are) (disallowed|not supported)", re.I
 )
 
 
+# Delta-seconds; a fraction is not in the HTTP grammar but its meaning is plain.
+_DELTA_SECONDS = re.compile(r"[0-9]{1,30}(\.[0-9]{1,9})?")
+
+
 def parse_retry_after_header(value: str | None, now: float | None = None) -> int | None:
-    """``Retry-After`` in milliseconds: delta-seconds or an HTTP date (needs ``now``, Unix s)."""
+    """``Retry-After`` in milliseconds: delta-seconds or an HTTP date (needs ``now``, Unix s).
+
+    ``None`` for anything else (negative, garbage, a date without ``now``); never raises. A
+    date in the past is 0; a wait beyond :data:`MAX_RETRY_AFTER_MS` is that.
+    """
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return int(value) * 1000
+    if _DELTA_SECONDS.fullmatch(value):
+        return _clamp_ms(float(value) * 1000)
+    if now is None or not math.isfinite(now):
+        return None
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        delta = when.timestamp() - now
+    except (TypeError, ValueError, IndexError, OverflowError, OSError):
         return None
-    if now is None or when is None:
-        return None
-    return max(0, int((when.timestamp() - now) * 1000))
+    return _clamp_ms(delta * 1000)
+
+
+def retry_after_ms(
+    body: Mapping[str, Any] | None, header: str | None, now: float | None = None
+) -> int | None:
+    """The wait a server asked for, in milliseconds: the body's ``retry_after_ms`` if it is a
+    number, else the ``Retry-After`` header. Never raises; always in [0, MAX_RETRY_AFTER_MS]."""
+    value = body.get("retry_after_ms") if body is not None else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return _clamp_ms(value)
+    return parse_retry_after_header(header, now)
+
+
+def _clamp_ms(ms: float) -> int:
+    """Whole milliseconds, rounded up, within [0, MAX_RETRY_AFTER_MS]; NaN is 0."""
+    if not ms >= 0:  # negative or NaN
+        return 0
+    if ms >= MAX_RETRY_AFTER_MS:  # also inf, and integers too large for a float
+        return MAX_RETRY_AFTER_MS
+    return math.ceil(ms)
 
 
 def _int_field(body: Mapping[str, Any], *names: str) -> int | None:
@@ -106,7 +148,7 @@ def _str_field(body: Mapping[str, Any], name: str) -> str | None:
 def _decode(body: bytes) -> Mapping[str, Any] | None:
     try:
         parsed = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
     return parsed if isinstance(parsed, Mapping) else None
 
@@ -117,11 +159,17 @@ def classify_error(
     retry_after_header: str | None = None,
     *,
     now: float | None = None,
+    secrets: Iterable[str] = (),
 ) -> ErrorInfo:
-    """Turn an HTTP error answer (status >= 400) into an :class:`ErrorInfo`."""
+    """Turn an HTTP error answer (status >= 400) into an :class:`ErrorInfo`. Never raises.
+
+    ``secrets`` (the access token, the delay_ids the client knows) are taken out of every text
+    that came from the answer before it is cut short: a server or a proxy may echo a request.
+    """
+    secrets = tuple(secrets)
     parsed = _decode(body)
     if parsed is None:
-        text = body[:200].decode(errors="replace").strip() or "empty body"
+        text = _text(body.decode(errors="replace").strip() or "empty body", secrets)
         # Not from the homeserver itself (a proxy, a load balancer): a bare 404 or 409 must
         # not read as "the delayed event is gone", which would make a keep-alive re-arm.
         kind = _kind_from_status(status)
@@ -137,13 +185,10 @@ def classify_error(
         )
     errcode = _str_field(parsed, "errcode")
     legacy_code = _str_field(parsed, _LEGACY_ERRCODE)
-    message = _str_field(parsed, "error") or f"HTTP {status} {errcode or 'error'}"
+    raw_message = _str_field(parsed, "error") or ""
     codes = {errcode, legacy_code}
-    retry_after_ms = _int_field(parsed, "retry_after_ms")
-    if retry_after_ms is None:
-        retry_after_ms = parse_retry_after_header(retry_after_header, now)
     max_delay_ms = _int_field(parsed, *_MAX_DELAY_FIELDS)
-    if max_delay_ms is None and (match := _MAX_IN_MESSAGE.search(message)):
+    if max_delay_ms is None and (match := _MAX_IN_MESSAGE.search(raw_message)):
         max_delay_ms = int(match.group(1))
 
     if status == 429 or errcode == "M_LIMIT_EXCEEDED":
@@ -154,19 +199,31 @@ def classify_error(
         codes & _UNSUPPORTED_CODES
         or errcode == _UNRECOGNIZED
         or status == 405
-        or (errcode == "M_FORBIDDEN" and _DISALLOWED.search(message))
+        or (errcode == "M_FORBIDDEN" and _DISALLOWED.search(raw_message))
     ):
         kind = ErrorKind.UNSUPPORTED
     else:
         kind = _kind_from_status(status)
+    shown_code = None if errcode is None else _text(errcode, secrets)
     return ErrorInfo(
         kind,
-        message,
-        errcode=errcode,
+        _text(raw_message, secrets) or f"HTTP {status} {shown_code or 'error'}",
+        errcode=shown_code,
         http_status=status,
-        retry_after_ms=retry_after_ms if kind is ErrorKind.RATE_LIMITED else None,
+        retry_after_ms=retry_after_ms(parsed, retry_after_header, now)
+        if kind is ErrorKind.RATE_LIMITED
+        else None,
         max_delay_ms=max_delay_ms if kind is ErrorKind.DELAY_TOO_LARGE else None,
     )
+
+
+def _text(text: str, secrets: tuple[str, ...]) -> str:
+    """Server-written text as an error shows it: secrets out first, then cut short (a secret cut
+    in two would no longer be found)."""
+    text = redact(text, secrets)
+    if len(text) > MAX_MESSAGE_CHARS:
+        text = text[:MAX_MESSAGE_CHARS] + "…"
+    return text
 
 
 def _kind_from_status(status: int) -> ErrorKind:

@@ -1,4 +1,5 @@
-"""Typed delayed events, parsed from every field-name variant in the field (PROTOCOL.md §3)."""
+"""Typed delayed events, parsed from every field-name variant servers use; the ids in them are
+checked as a caller's would be, so that the library can address every event it reports."""
 
 from __future__ import annotations
 
@@ -8,13 +9,17 @@ from enum import Enum
 from typing import Any
 
 from .delay_id import DelayId
+from .errors import ErrorInfo, ErrorKind
+from .validation import InvalidInput, check_delay_id, check_segment
 
 __all__ = [
     "DelayedEvent",
     "DelayedEventStatus",
     "MalformedAnswer",
+    "parse_delay_id",
     "parse_delayed_event",
     "parse_delayed_events_page",
+    "parse_scheduled",
 ]
 
 
@@ -93,6 +98,51 @@ def _req_str(obj: Mapping[str, Any], name: str) -> str:
     return value
 
 
+def _segment(value: str, name: str) -> str:
+    """An id the library will put in a request path (to read the room's state, or to schedule
+    the event again): it must be one it can send."""
+    try:
+        return check_segment(value, name)
+    except InvalidInput as exc:
+        raise MalformedAnswer(str(exc)) from None
+
+
+def _encodable(value: str, name: str) -> None:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise MalformedAnswer(f"{name} holds a character that cannot be encoded") from None
+
+
+def parse_delay_id(value: object) -> DelayId:
+    """A ``delay_id`` a server gave, checked by the rules for one a caller gives: one the library
+    could not address later (not a string, a control character, ``..``) is a malformed answer."""
+    if value is None or value == "":
+        raise MalformedAnswer("no delay_id")
+    try:
+        return DelayId(check_delay_id(value))
+    except InvalidInput as exc:
+        raise MalformedAnswer(f"a delay_id this library cannot use: {exc}") from None
+
+
+def parse_scheduled(body: Mapping[str, Any]) -> DelayId | ErrorInfo:
+    """The ``delay_id`` of a scheduling answer, or what is wrong with the answer: the event was
+    sent at once (the server ignored the delay), or there is no usable ``delay_id``."""
+    if body.get("delay_id") in (None, "") and "event_id" in body:
+        return ErrorInfo(
+            ErrorKind.SENT_IMMEDIATELY,
+            "the server sent the event at once instead of scheduling it (it ignored the "
+            f"delay); event_id {str(body.get('event_id'))[:100]!r}",
+            http_status=200,
+        )
+    try:
+        return parse_delay_id(body.get("delay_id"))
+    except MalformedAnswer as exc:
+        return ErrorInfo(
+            ErrorKind.SERVER_ERROR, f"the server's answer is not usable: {exc}", http_status=200
+        )
+
+
 def _error_text(value: object) -> str | None:
     """``error`` is a string in some revisions and a standard error object in others."""
     if value is None:
@@ -125,6 +175,7 @@ def parse_delayed_event(obj: object, outcome: Mapping[str, Any] | None = None) -
     event_id = _opt_str(result, "event_id")
     error = _error_text(result.get("error"))
     # A scheduled event has none of these; any one of them means it is finalised.
+    state_key = _opt_str(obj, "state_key")
     is_final = (
         finalised is not None
         or outcome is not None
@@ -133,11 +184,11 @@ def parse_delayed_event(obj: object, outcome: Mapping[str, Any] | None = None) -
         or error is not None
     )
     return DelayedEvent(
-        delay_id=DelayId(_req_str(obj, "delay_id")),
-        room_id=_req_str(obj, "room_id"),
-        type=_req_str(obj, "type"),
+        delay_id=parse_delay_id(obj.get("delay_id")),
+        room_id=_segment(_req_str(obj, "room_id"), "room_id"),
+        type=_segment(_req_str(obj, "type"), "type"),
         content=dict(content),
-        state_key=_opt_str(obj, "state_key"),
+        state_key=None if state_key is None else _segment(state_key, "state_key"),
         delay_ms=_opt_int(obj, "delay_ms", "delay"),
         since_ts=_opt_int(obj, "delayed_since_ts", "scheduled_at", "running_since"),
         status=_status(is_final, event_id, error, outcome),
@@ -170,6 +221,8 @@ def parse_delayed_events_page(body: object) -> tuple[list[DelayedEvent], str | N
     next_batch = body.get("next_batch")
     if next_batch is not None and not isinstance(next_batch, str):
         raise MalformedAnswer("next_batch is not a string")
+    if next_batch is not None:
+        _encodable(next_batch, "next_batch")  # it goes back in the next request's query
     events: list[DelayedEvent] = []
     if "delayed_events" in body:
         events.extend(parse_delayed_event(item) for item in _list(body, "delayed_events"))

@@ -1,6 +1,8 @@
-"""Build the HTTP requests of each dialect (PROTOCOL.md section 1). Pure: no I/O, no checks.
+"""Build the HTTP requests of each dialect (see ``support.Dialect``). Pure: no I/O, no checks.
 
-Arguments are assumed valid (see ``validation``); every path segment is percent-encoded here.
+Arguments are assumed valid (see ``validation``); every path segment is percent-encoded here, and a
+segment no encoding can carry (``.`` and ``..``, which a URL library resolves) is a programming
+error: ``ValueError``.
 """
 
 from __future__ import annotations
@@ -42,14 +44,17 @@ class HttpRequest:
     """One request to the homeserver.
 
     ``idempotent`` says whether sending it twice has the effect of sending it once, so that a
-    retry after an unanswered attempt is safe. ``log_path`` is the path with secrets shortened.
+    retry after an unanswered attempt is safe. ``log_path`` is the path with secrets shortened;
+    ``secrets`` are those the request names (its delay_id), to redact from what comes back.
+    ``repr`` shows ``log_path`` only.
     """
 
     method: str
-    path: str
-    body: dict[str, Any] | None = None
+    path: str = field(repr=False)
+    body: dict[str, Any] | None = field(default=None, repr=False)
     idempotent: bool = True
     log_path: str = field(default="", compare=False)
+    secrets: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.log_path:
@@ -57,6 +62,9 @@ class HttpRequest:
 
 
 def _seg(value: str) -> str:
+    if value in (".", ".."):
+        # No encoding survives: yarl decodes "%2E" and resolves it like ".".
+        raise ValueError(f"{value!r} cannot be a path segment: it would name another endpoint")
     return quote(value, safe="")
 
 
@@ -147,6 +155,7 @@ def update_request(
             {},
             idempotent,
             f"{base}{shorten(delay_id)}/{action.value}",
+            (delay_id,),
         )
     return HttpRequest(
         "POST",
@@ -154,12 +163,18 @@ def update_request(
         {"action": action.value},
         idempotent,
         f"{base}{shorten(delay_id)}",
+        (delay_id,),
     )
 
 
 def lookup_request(dialect: Dialect, delay_id: str) -> HttpRequest:
     base = f"{_management_prefix(dialect)}/delayed_events/"
-    return HttpRequest("GET", f"{base}{_seg(delay_id)}", log_path=f"{base}{shorten(delay_id)}")
+    return HttpRequest(
+        "GET",
+        f"{base}{_seg(delay_id)}",
+        log_path=f"{base}{shorten(delay_id)}",
+        secrets=(delay_id,),
+    )
 
 
 def list_request(dialect: Dialect, from_token: str | None = None) -> HttpRequest:

@@ -182,10 +182,10 @@ def test_content_checks() -> None:
     assert check_content({"a": [1, {"b": None}]}) == {"a": [1, {"b": None}]}
     for bad, says in [
         ([1], "must be a dict"),
-        ({"x": float("nan")}, "not JSON-serialisable"),
+        ({"x": float("nan")}, "integers only"),
         ({"x": {1, 2}}, "not JSON-serialisable"),
         ({"x": 2**60}, "outside"),
-        ({"x": "a" * MAX_CONTENT_BYTES}, "must fit"),
+        ({"x": "a" * MAX_CONTENT_BYTES}, "fit in an event"),
     ]:
         with pytest.raises(InvalidInput, match=says):
             check_content(bad)
