@@ -593,6 +593,8 @@ def machine() -> dict[str, Any]:
 def print_report(results: dict[str, Any]) -> None:
     m = results["machine"]
     print(f"\nmachine: {m['cpu']}, {m['cores']} cores, Python {m['python']}")
+    loads = ", ".join(f"{k} {v:.1f}" for k, v in results["load_average"].items())
+    print(f"load average (1 min) as each section started: {loads}")
     if "cost" in results:
         _print_cost(results["cost"])
     if "scale" in results:
@@ -710,21 +712,29 @@ async def main(quick: bool, synapse: bool, only: set[str]) -> None:
         "machine": machine(),
         "quick": quick,
         "when": time.strftime("%Y-%m-%d %H:%M"),
+        # The 1-minute load average as each section starts (and at the end): this machine is
+        # shared, and a busy one shows in CPU time and lateness.
+        "load_average": {},
     }
+
+    def section(name: str, label: str) -> None:
+        print(f"{label} ...", flush=True)
+        results["load_average"][name] = os.getloadavg()[0]
+
     # The scenarios provoke the manager's warnings on purpose; the report counts what matters.
     logging.getLogger("nio_delayed").setLevel(logging.ERROR)
     # Quick: shorter runs, a 5 s interval, 1,000 switches only; in full, every 10 s for 60 s.
     interval, seconds = (5.0, 10) if quick else (10.0, 60)
     if "cost" in only:
-        print("1. cost per restart ...", flush=True)
+        section("cost", "1. cost per restart")
         results["cost"] = await cost(500, 2 if quick else 8, 1 if quick else 3)
     if "scale" in only or "economy" in only:
         results["scale"] = []
         for n in (1000,) if quick else (100, 1000, 10_000):
-            print(f"2. scale: {n} switches ...", flush=True)
+            section(f"scale {n}", f"2. scale: {n} switches")
             results["scale"].append(await scale(n, seconds, interval))
     if "economy" in only:
-        print("3. economy under 429s ...", flush=True)
+        section("economy", "3. economy under 429s")
         results["economy"] = {
             "no faults (1,000)": next(s for s in results["scale"] if s["switches"] == 1000),
             "5% answered 429": await scale(
@@ -742,13 +752,14 @@ async def main(quick: bool, synapse: bool, only: set[str]) -> None:
         rate, burst = 5.0, 10
         results["token_bucket"] = {}
         for name, options in bucket_rows(rate).items():
-            print(f"3b. token-bucket server, {name} ...", flush=True)
+            section(f"bucket {name}", f"3b. token-bucket server, {name}")
             results["token_bucket"][name] = await token_bucket(
                 round(6 * interval), seconds, interval, rate, burst, **options
             )
     if synapse and "synapse" in only:
-        print("4. real Synapse ...", flush=True)
+        section("synapse", "4. real Synapse")
         results["synapse"] = await synapse_trials(3 if quick else 20)
+    results["load_average"]["end"] = os.getloadavg()[0]
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))
     print_report(results)
