@@ -1,11 +1,13 @@
 // The JavaScript peer of the cost benchmark: matrix-js-sdk restarting delayed events from node.
 //
-//   node restart.mjs < {"baseUrl", "accessToken", "userId", "delayIds", "interval", "warmup", "seconds"}
+//   node restart.mjs < {"baseUrl", "accessToken", "userId", "delayIds", "phases", "interval",
+//                       "warmup", "seconds"}
 //
 // What a JavaScript bot author would write: a MatrixClient from createClient() (no sync) and one
-// timer per switch calling js-sdk's own restart, the switches' phases spread evenly over the
-// interval. It measures this process's CPU time (process.cpuUsage(): user + system) over
-// `seconds` after `warmup` seconds, and prints one JSON line:
+// timer per switch calling js-sdk's own restart, switch k restarting at phases[k] seconds into
+// each interval (the schedule every variant of the cost benchmark shares). It measures this
+// process's CPU time (process.cpuUsage(): user + system) over `seconds` after `warmup` seconds,
+// and prints one JSON line:
 // {"restarts", "errors", "cpu_us_per_restart", "sdk_version", "node_version"}.
 
 import { readFileSync } from "node:fs";
@@ -24,8 +26,8 @@ const client = createClient({
   userId: args.userId,
 });
 
-// The restart call of the installed version: the path form where it exists (js-sdk 37.x and
-// later), else the older call that names the action.
+// The restart call of the installed version (43.0.0 has the first; older ones only the second,
+// which 43.0.0 keeps as deprecated).
 const restart =
   typeof client._unstable_restartScheduledDelayedEvent === "function"
     ? (id) => client._unstable_restartScheduledDelayedEvent(id)
@@ -34,17 +36,23 @@ const restart =
 let restarts = 0;
 let errors = 0;
 const intervalMs = args.interval * 1000;
-const timers = args.delayIds.map((id, k) =>
-  setTimeout(() => {
-    const keep = () =>
-      restart(id).then(
-        () => void restarts++,
-        () => void errors++,
-      );
-    keep();
-    timers[k] = setInterval(keep, intervalMs);
-  }, (k * intervalMs) / args.delayIds.length),
-);
+const started = performance.now();
+// Node's timers count whole milliseconds (and keep one list per distinct delay).
+const wait = (due) => Math.max(1, Math.round(due - performance.now()));
+const timers = args.delayIds.map((id, k) => {
+  // Each restart at its phase plus a whole number of intervals. (A plain setInterval restarts
+  // the period from when its callback ran: switches woken together stay together, and clump.)
+  let due = started + args.phases[k] * 1000;
+  const keep = () => {
+    restart(id).then(
+      () => void restarts++,
+      () => void errors++,
+    );
+    due += intervalMs;
+    timers[k] = setTimeout(keep, wait(due));
+  };
+  return setTimeout(keep, wait(due));
+});
 
 await sleep(args.warmup * 1000);
 const cpuBefore = process.cpuUsage();
@@ -52,7 +60,7 @@ const countBefore = restarts;
 await sleep(args.seconds * 1000);
 const cpu = process.cpuUsage(cpuBefore);
 const counted = restarts - countBefore;
-for (const timer of timers) clearInterval(timer);
+for (const timer of timers) clearTimeout(timer);
 
 const version = createRequire(import.meta.url)("matrix-js-sdk/package.json").version;
 process.stdout.write(
