@@ -9,10 +9,28 @@ if isinstance(resp, RoomSendDelayedResponse):
     await client.restart_delayed_event(resp.delay_id)
 """
 
+from ._keepalive import (
+    AliveEvent,
+    Backoff,
+    DeadMansSwitch,
+    EventStream,
+    ExitPolicy,
+    KeepAliveError,
+    KeepAliveManager,
+    LeftoverPolicy,
+    LostPolicy,
+    Overwrite,
+    OverwritePolicy,
+    SwitchArmError,
+    SwitchEvent,
+    SwitchEventKind,
+    SwitchState,
+    SwitchStats,
+    UnsupportedServerError,
+)
 from .clock import Clock, SystemClock
 from .delay_id import DelayId
 from .errors import ErrorKind
-from .keepalive import EventStream, KeepAliveManager
 from .lifecycle import Shutdown, stop_on_signals
 from .mixin import DelayedAsyncClient, DelayedEventsMixin
 from .models import DelayedEvent, DelayedEventStatus
@@ -33,21 +51,6 @@ from .responses import (
     UpdateDelayedEventResponse,
 )
 from .support import Dialect
-from .switch import (
-    AliveEvent,
-    DeadMansSwitch,
-    ExitPolicy,
-    KeepAliveError,
-    LeftoverPolicy,
-    LostPolicy,
-    Overwrite,
-    OverwritePolicy,
-    SwitchArmError,
-    SwitchEvent,
-    SwitchEventKind,
-    UnsupportedServerError,
-)
-from .switch_machine import Backoff, SwitchState, SwitchStats
 from .transport import RequestPolicy
 from .validation import InvalidInput
 

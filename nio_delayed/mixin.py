@@ -30,9 +30,9 @@ from nio.exceptions import (
 )
 from nio.responses import Response, SyncResponse
 
+from ._keepalive import DeadMansSwitch, KeepAliveManager
 from .delay_id import DelayId
 from .errors import ErrorInfo, ErrorKind, classify_error, is_unrecognized
-from .keepalive import SWITCH_KEY_FIELD, KeepAliveManager
 from .models import DelayedEvent, MalformedAnswer, parse_delayed_event, parse_delayed_events_page
 from .request_builders import (
     DelayedEventAction,
@@ -70,16 +70,18 @@ from .support import (
     parse_versions,
     probe_says_unstable_endpoint,
 )
-from .switch import DeadMansSwitch
 from .transport import HttpAnswer, NoAnswer, RequestPolicy, send_with_retries
 from .validation import (
     InvalidInput,
     check_delay_id,
     check_event,
+    check_event_type,
+    check_room_id,
     check_state_key,
     check_txn_id,
     delay_to_ms,
 )
+from .wire import SWITCH_KEY_FIELD
 
 __all__ = ["DelayedAsyncClient", "DelayedEventsMixin"]
 
@@ -665,6 +667,13 @@ class DelayedEventsMixin(_Base):
             for observer in tuple(self._sync_observers):
                 observer(response)
 
+    def add_sync_observer(self, callback: Callable[[SyncResponse], None]) -> None:
+        """Call ``callback`` with every sync answer this client receives."""
+        self._sync_observers.add(callback)
+
+    def remove_sync_observer(self, callback: Callable[[SyncResponse], None]) -> None:
+        self._sync_observers.discard(callback)
+
     @property
     def _sync_observers(self) -> set[Callable[[SyncResponse], None]]:
         observers = self.__dict__.get("_nio_delayed_sync_observers")
@@ -672,11 +681,25 @@ class DelayedEventsMixin(_Base):
             observers = self.__dict__["_nio_delayed_sync_observers"] = set()
         return cast(set[Callable[[SyncResponse], None]], observers)
 
-    async def _state_event(
-        self, room_id: str, event_type: str, state_key: str, policy: RequestPolicy | None = None
-    ) -> dict[str, Any] | ErrorInfo:
+    async def current_state_event(
+        self,
+        room_id: str,
+        event_type: str,
+        state_key: str,
+        *,
+        policy: RequestPolicy | None = None,
+    ) -> dict[str, Any] | DelayedEventError:
         """The room's current state event at (type, state key), whole: sender included."""
-        return await self._delayed_call(state_event_request(room_id, event_type, state_key), policy)
+        try:
+            room_id = check_room_id(room_id)
+            event_type = check_event_type(event_type)
+            state_key = check_state_key(state_key)
+        except InvalidInput as exc:
+            return DelayedEventError.local(ErrorKind.INVALID, str(exc))
+        body = await self._delayed_call(state_event_request(room_id, event_type, state_key), policy)
+        if isinstance(body, ErrorInfo):
+            return DelayedEventError.from_info(body)
+        return body
 
     # -- plumbing ------------------------------------------------------------------------
 

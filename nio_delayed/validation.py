@@ -233,38 +233,48 @@ def _check_json(content: dict[str, Any]) -> None:
     stack: list[tuple[object, str, int]] = [(content, "content", 1)]
     while stack:
         value, where, depth = stack.pop()
-        if value is None or isinstance(value, bool):
-            continue
-        if isinstance(value, str):
-            _utf8_size(value, where)
-        elif isinstance(value, int):
-            if abs(value) > MAX_JSON_INT:
-                raise InvalidInput(f"{where} is an integer outside ±{MAX_JSON_INT}")
-        elif isinstance(value, float):
-            # Synapse 1.163 (room version 12) schedules a delayed event holding a float, then
-            # never sends it: building the event fails. Sent at once, it is a 400 M_BAD_JSON.
-            kind = "a float" if math.isfinite(value) else f"{value!r}"
-            raise InvalidInput(
-                f"{where} is {kind}: Matrix canonical JSON has integers only (the server would "
-                "refuse the event); send a string or an integer"
-            )
-        elif isinstance(value, (dict, list, tuple)):
+        if isinstance(value, (dict, list, tuple)):
             if depth > MAX_JSON_DEPTH:
                 raise InvalidInput(f"content is nested deeper than {MAX_JSON_DEPTH} levels")
-            if isinstance(value, dict):
-                for key, item in value.items():
-                    if not isinstance(key, str):
-                        raise InvalidInput(
-                            f"{where} has a key that is not a str: {type(key).__name__} {key!r:.40}"
-                        )
-                    _utf8_size(key, f"a key in {where}")
-                    stack.append((item, f"{where}[{key!r:.40}]", depth + 1))
-            else:
-                stack.extend(
-                    (item, f"{where}[{index}]", depth + 1) for index, item in enumerate(value)
-                )
+            stack.extend(_children(value, where, depth))
         else:
+            _check_scalar(value, where)
+
+
+def _children(
+    value: dict[Any, Any] | list[Any] | tuple[Any, ...], where: str, depth: int
+) -> list[tuple[object, str, int]]:
+    if not isinstance(value, dict):
+        return [(item, f"{where}[{index}]", depth + 1) for index, item in enumerate(value)]
+    children: list[tuple[object, str, int]] = []
+    for key, item in value.items():
+        if not isinstance(key, str):
             raise InvalidInput(
-                f"{where} is not JSON-serialisable: a {type(value).__name__} (use dict, list, "
-                "str, int, bool or None)"
+                f"{where} has a key that is not a str: {type(key).__name__} {key!r:.40}"
             )
+        _utf8_size(key, f"a key in {where}")
+        children.append((item, f"{where}[{key!r:.40}]", depth + 1))
+    return children
+
+
+def _check_scalar(value: object, where: str) -> None:
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        _utf8_size(value, where)
+    elif isinstance(value, int):
+        if abs(value) > MAX_JSON_INT:
+            raise InvalidInput(f"{where} is an integer outside ±{MAX_JSON_INT}")
+    elif isinstance(value, float):
+        # Synapse 1.163 (room version 12) schedules a delayed event holding a float, then
+        # never sends it: building the event fails. Sent at once, it is a 400 M_BAD_JSON.
+        kind = "a float" if math.isfinite(value) else f"{value!r}"
+        raise InvalidInput(
+            f"{where} is {kind}: Matrix canonical JSON has integers only (the server would "
+            "refuse the event); send a string or an integer"
+        )
+    else:
+        raise InvalidInput(
+            f"{where} is not JSON-serialisable: a {type(value).__name__} (use dict, list, "
+            "str, int, bool or None)"
+        )

@@ -12,11 +12,13 @@ from typing import Any
 
 import pytest
 from aioresponses import aioresponses
+from nio.responses import SyncResponse
 from nio.rooms import MatrixRoom
 from yarl import URL
 
 from nio_delayed import (
     DelayedAsyncClient,
+    DelayedEventError,
     DelayedEventsListError,
     DelayedEventsListResponse,
     DelayedEventsSupportError,
@@ -528,3 +530,30 @@ async def test_tls_verification_stays_on_unless_turned_off(
     await client.restart_delayed_event(DELAY_ID)
     [on, off] = sent(http, "POST", f"{UNSTABLE}/delayed_events/{DELAY_ID}/restart")
     assert (on.kwargs["ssl"], off.kwargs["ssl"]) == (True, False)
+
+
+async def test_current_state_event_is_the_whole_event_or_a_typed_error(
+    client: DelayedAsyncClient, http: aioresponses
+) -> None:
+    topic = {"type": "m.room.topic", "state_key": "", "sender": "@other:hs.example"}
+    http.get(re.compile(r".*/state/m\.room\.topic/\?format=event$"), payload=topic)
+    http.get(re.compile(r".*/state/m\.room\.name/\?format=event$"), status=404, payload={})
+    assert await client.current_state_event(ROOM, "m.room.topic", "") == topic
+    missing = await client.current_state_event(ROOM, "m.room.name", "")
+    assert isinstance(missing, DelayedEventError)
+    assert missing.kind is ErrorKind.NOT_FOUND
+    invalid = await client.current_state_event("#alias:x", "m.room.topic", "")
+    assert isinstance(invalid, DelayedEventError)
+    assert invalid.kind is ErrorKind.INVALID
+    assert len(calls(http, "GET")) == 2
+
+
+async def test_sync_observers_see_every_sync_until_removed(client: DelayedAsyncClient) -> None:
+    seen: list[SyncResponse] = []
+    client.add_sync_observer(seen.append)
+    sync = SyncResponse.from_dict({"next_batch": "s1", "rooms": {}})
+    assert isinstance(sync, SyncResponse)
+    await client.receive_response(sync)
+    client.remove_sync_observer(seen.append)
+    await client.receive_response(sync)
+    assert seen == [sync]

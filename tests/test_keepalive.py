@@ -112,6 +112,17 @@ async def test_one_event_is_guarded_by_one_switch(env: Env) -> None:
         await add(env)
 
 
+async def test_a_switch_handle_is_read_only(env: Env) -> None:
+    switch = await add(env)
+    with pytest.raises(AttributeError):
+        switch.state = SwitchState.STOPPED  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        switch.delay_id = None  # type: ignore[misc]
+    switch.stats.restarts_ok = 99  # a copy: the switch's own counters stay as they are
+    assert (switch.state, switch.stats.restarts_ok) == (SwitchState.ARMED, 0)
+    assert not hasattr(switch, "machine")
+
+
 async def test_an_event_the_server_refuses_raises_with_its_error(env: Env) -> None:
     env.server.inject(
         Fault(

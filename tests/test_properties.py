@@ -18,6 +18,7 @@ from nio_delayed import (
     DelayedEventsListResponse,
     GetDelayedEventResponse,
     RequestPolicy,
+    RoomPutStateDelayedResponse,
     RoomSendDelayedResponse,
     UpdateDelayedEventResponse,
 )
@@ -142,6 +143,7 @@ def test_every_api_call_returns_a_typed_result_whatever_the_server_says(
             (
                 DelayedEventError,
                 RoomSendDelayedResponse,
+                RoomPutStateDelayedResponse,
                 UpdateDelayedEventResponse,
                 GetDelayedEventResponse,
                 DelayedEventsListResponse,

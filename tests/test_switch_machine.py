@@ -6,13 +6,11 @@ import random
 
 import pytest
 
-from nio_delayed.switch_machine import (
+from nio_delayed import Backoff, SwitchState, SwitchStats
+from nio_delayed._keepalive.machine import (
     MIN_ATTEMPT_TIMEOUT,
     MIN_RETRY_GAP,
-    Backoff,
     SwitchMachine,
-    SwitchState,
-    SwitchStats,
     default_interval,
 )
 
@@ -140,7 +138,8 @@ def test_lost_rearms_now_or_stops() -> None:
     m.lost(now=120.0, rearm=True)
     assert (m.state, m.next_at, m.deadline) == (SwitchState.REARMING, 120.0, None)
     assert m.failed(120.0) is SwitchState.REARMING  # re-arming keeps trying, no deadline
-    m.rearmed(sent_at=121.0)
+    m.armed(sent_at=121.0)
+    m.rearmed()
     assert (m.state, m.deadline, m.stats.rearms, m.stats.losses) == (SwitchState.ARMED, 151.0, 1, 1)
     m.lost(now=130.0, rearm=False)
     assert (m.state, m.next_at) == (SwitchState.FIRED, None)

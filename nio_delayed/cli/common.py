@@ -13,9 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from ..errors import ErrorKind
-from ..mixin import DelayedAsyncClient
-from ..responses import DelayedEventError
+from .. import DelayedAsyncClient, DelayedEventError, ErrorKind
 
 __all__ = [
     "EXIT_ERROR",

@@ -20,8 +20,8 @@ from typing import Any
 from nio.api import MessageDirection
 from nio.responses import RoomCreateResponse, RoomMessagesResponse
 
+from .. import DelayedAsyncClient
 from ..devserver import DevServer, DevServerError, DevUser
-from ..mixin import DelayedAsyncClient
 from .common import EXIT_ERROR, EXIT_OK, parse_duration
 from .devserver_command import start_devserver
 

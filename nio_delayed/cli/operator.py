@@ -7,10 +7,9 @@ import argparse
 import time
 from typing import Any
 
-from ..delay_id import shorten
-from ..mixin import DelayedAsyncClient
-from ..models import DelayedEvent
-from ..responses import (
+from .. import (
+    DelayedAsyncClient,
+    DelayedEvent,
     DelayedEventError,
     DelayedEventsListResponse,
     DelayedEventsSupportResponse,
@@ -18,6 +17,7 @@ from ..responses import (
     RoomPutStateDelayedResponse,
     RoomSendDelayedResponse,
 )
+from ..delay_id import shorten
 from .common import (
     EXIT_ERROR,
     EXIT_OK,

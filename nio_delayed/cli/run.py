@@ -13,9 +13,14 @@ import json
 import signal
 import sys
 
-from ..mixin import DelayedAsyncClient
-from ..switch import DeadMansSwitch, ExitPolicy, KeepAliveError, SwitchEvent
-from ..validation import InvalidInput
+from .. import (
+    DeadMansSwitch,
+    DelayedAsyncClient,
+    ExitPolicy,
+    InvalidInput,
+    KeepAliveError,
+    SwitchEvent,
+)
 from .common import EXIT_ERROR, CommandError, add_credential_options, parse_content, parse_duration
 
 __all__ = ["add_run_command"]

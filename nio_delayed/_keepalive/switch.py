@@ -1,20 +1,19 @@
-"""A dead-man's switch: its settings, its policies, its events and the handle a bot holds."""
+"""A dead-man's switch: its settings, its policies, its events, the read-only handle a bot holds
+and, apart from it, the engine's mutable side of the switch (:class:`SwitchRuntime`)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .delay_id import DelayId
-from .responses import DelayedEventError
-from .switch_machine import SwitchMachine, SwitchState, SwitchStats
-
-if TYPE_CHECKING:
-    from .keepalive import KeepAliveManager
+from ..clock import Clock
+from ..delay_id import DelayId
+from ..responses import DelayedEventError
+from .machine import SwitchMachine, SwitchState, SwitchStats
 
 __all__ = [
     "AliveEvent",
@@ -28,6 +27,8 @@ __all__ = [
     "SwitchArmError",
     "SwitchEvent",
     "SwitchEventKind",
+    "SwitchRuntime",
+    "SwitchSettings",
     "UnsupportedServerError",
 ]
 
@@ -148,8 +149,10 @@ class SwitchArmError(KeepAliveError):
     """The switch's event could not be scheduled."""
 
 
-@dataclass
-class _SwitchSettings:
+@dataclass(frozen=True)
+class SwitchSettings:
+    """What a switch was asked to do; fixed once it is added."""
+
     room_id: str
     event_type: str
     content: dict[str, Any]
@@ -164,21 +167,25 @@ class _SwitchSettings:
     ignore_unverified_devices: bool
 
 
-class DeadMansSwitch:
-    """One switch, created by :meth:`KeepAliveManager.add`. Read its ``state`` and ``stats``;
-    ``await stop()`` to end it by its exit policy."""
+Stopper = Callable[["SwitchRuntime", "ExitPolicy | None"], Awaitable[None]]
+
+
+class SwitchRuntime:
+    """The keep-alive's side of one switch: its settings, its state machine and the scratch of the
+    requests made for it. The keep-alive owns it; a bot holds its read-only :attr:`handle`."""
 
     def __init__(
-        self, manager: KeepAliveManager, settings: _SwitchSettings, machine: SwitchMachine
+        self, settings: SwitchSettings, machine: SwitchMachine, clock: Clock, stopper: Stopper
     ) -> None:
-        self._manager = manager
-        self._settings = settings
-        self._machine = machine
+        self.settings = settings
+        self.machine = machine
+        self.clock = clock
         self.delay_id: DelayId | None = None
         self.alive_pending = False
         #: Clear while a request for this switch is under way.
         self.idle = asyncio.Event()
         self.idle.set()
+        #: Bumped at every (re)scheduling: older entries of the due heap are stale.
         self.generation = 0
         self.watched_deadline: float | None = None
         self.tx_id: str | None = None
@@ -189,12 +196,37 @@ class DeadMansSwitch:
         #: An overwrite seen in the sync and not handled yet, and the event id of the last one.
         self.overwrite: Overwrite | None = None
         self.last_overwrite_id: str | None = None
-        #: When its next restart was planned before an overwrite moved it forward.
-        self.resume_at: float | None = None
         #: The next re-arm publishes no "alive" (``on_overwrite=IGNORE``).
         self.rearm_quietly = False
         self.callbacks: list[Callable[[SwitchEvent], None]] = []
         self._changed = asyncio.Event()
+        self._stopper = stopper
+        self.handle = DeadMansSwitch(self)
+
+    @property
+    def busy(self) -> bool:
+        return not self.idle.is_set()
+
+    def state_changed(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def changed(self) -> None:
+        """Wait for the next event of this switch."""
+        await self._changed.wait()
+
+    async def stop(self, policy: ExitPolicy | None) -> None:
+        await self._stopper(self, policy)
+
+
+class DeadMansSwitch:
+    """One switch, created by :meth:`KeepAliveManager.add`. Read its ``state`` and ``stats``;
+    ``await stop()`` to end it by its exit policy."""
+
+    def __init__(self, runtime: SwitchRuntime) -> None:
+        self._runtime = runtime
+        self._settings = runtime.settings
+        self._machine = runtime.machine
 
     # -- what it is ------------------------------------------------------------------------
 
@@ -258,6 +290,11 @@ class DeadMansSwitch:
     # -- how it is doing -------------------------------------------------------------------
 
     @property
+    def delay_id(self) -> DelayId | None:
+        """The id of the event the switch keeps from firing now (a new one after a re-arm)."""
+        return self._runtime.delay_id
+
+    @property
     def state(self) -> SwitchState:
         return self._machine.state
 
@@ -270,42 +307,36 @@ class DeadMansSwitch:
         """Seconds until the server is predicted to send the event, if it is armed."""
         if self._machine.deadline is None:
             return None
-        return self._machine.deadline - self._manager.clock.now()
+        return self._machine.deadline - self._runtime.clock.now()
 
     @property
     def busy(self) -> bool:
-        return not self.idle.is_set()
-
-    @property
-    def machine(self) -> SwitchMachine:
-        return self._machine
+        """True while a request for this switch is under way."""
+        return self._runtime.busy
 
     def on_event(self, callback: Callable[[SwitchEvent], None]) -> None:
         """Call ``callback`` (synchronously) with every event of this switch."""
-        self.callbacks.append(callback)
+        self._runtime.callbacks.append(callback)
 
     async def wait_for(self, *states: SwitchState, timeout: float | None = None) -> SwitchState:
         """Wait until the switch is in one of ``states``; returns it."""
 
         async def wait() -> SwitchState:
             while self.state not in states:
-                await self._changed.wait()
+                await self._runtime.changed()
             return self.state
 
         return await asyncio.wait_for(wait(), timeout)
 
-    def state_changed(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
-
     async def stop(self, policy: ExitPolicy | None = None) -> None:
         """Stop restarting and end the event by ``policy`` (default: the switch's ``on_exit``).
         Safe to call more than once and from several tasks."""
-        await self._manager.stop_switch(self, policy)
+        await self._runtime.stop(policy)
 
     def __repr__(self) -> str:
         key = "" if self.state_key is None else f", state_key={self.state_key!r}"
-        short = f", delay_id={self.delay_id.short}" if self.delay_id else ""
+        delay_id = self.delay_id
+        short = f", delay_id={delay_id.short}" if delay_id else ""
         return (
             f"DeadMansSwitch({self.room_id}, {self.event_type}{key}, "
             f"delay={self._settings.delay_ms} ms, state={self.state.value}{short})"

@@ -1,5 +1,6 @@
 """The timing and state of one dead-man's switch. Pure: it is told what happened and when, and
-says what state the switch is in and when to act next. The manager does the I/O.
+says what state the switch is in and when to act next. The rest of the keep-alive does the I/O,
+and changes a switch's state and counters only through these methods.
 
 Times are seconds on the keep-alive clock. The *deadline* is the predicted moment the server
 sends the event: the time the last successful restart (or arming) was **sent**, plus the delay.
@@ -120,11 +121,22 @@ class SwitchMachine:
         self.interval = interval
         self.backoff = backoff
         self.rng = rng
-        self.state = SwitchState.STARTING
+        self._state = SwitchState.STARTING
         self.deadline: float | None = None
         self.next_at: float | None = None
         self.failures = 0
-        self.stats = SwitchStats()
+        self._stats = SwitchStats()
+        #: When the next restart was planned before :meth:`hurry` moved it forward.
+        self.resume_at: float | None = None
+
+    @property
+    def state(self) -> SwitchState:
+        return self._state
+
+    @property
+    def stats(self) -> SwitchStats:
+        """The live counters (read them; the methods below write them)."""
+        return self._stats
 
     def armed(self, sent_at: float) -> None:
         """A new event was scheduled (or a leftover adopted) by a request sent at ``sent_at``."""
@@ -137,7 +149,7 @@ class SwitchMachine:
     def _confirmed(self, sent_at: float) -> None:
         self.deadline = sent_at + self.delay
         self.failures = 0
-        self.state = SwitchState.ARMED
+        self._state = SwitchState.ARMED
         self.next_at = sent_at + self.interval
 
     def attempt_timeout(self, now: float, base: float) -> float:
@@ -156,9 +168,9 @@ class SwitchMachine:
         due = self.next_at if self.next_at is not None else sent_at
         if self.deadline is not None:
             margin = self.deadline - now
-            if self.stats.min_margin is None or margin < self.stats.min_margin:
-                self.stats.min_margin = margin
-        self.stats.restarts_ok += 1
+            if self._stats.min_margin is None or margin < self._stats.min_margin:
+                self._stats.min_margin = margin
+        self._stats.restarts_ok += 1
         self._confirmed(sent_at)
         # The next restart keeps the phase this one was due at: a restart that left late (the
         # loop was busy) does not drag its successors, and switches that were late together do
@@ -182,9 +194,9 @@ class SwitchMachine:
             wait = min(wait, max(MIN_RETRY_GAP, (self.deadline - now) / 2))
         self.next_at = now + wait
         if self.state in (SwitchState.ARMED, SwitchState.AT_RISK, SwitchState.PROBABLY_FIRED):
-            self.stats.restarts_failed += 1
+            self._stats.restarts_failed += 1
             past = self.deadline is not None and now >= self.deadline
-            self.state = SwitchState.PROBABLY_FIRED if past else SwitchState.AT_RISK
+            self._state = SwitchState.PROBABLY_FIRED if past else SwitchState.AT_RISK
         return self.state
 
     def deadline_passed(self, now: float) -> bool:
@@ -193,27 +205,55 @@ class SwitchMachine:
             return False
         if self.deadline is None or now < self.deadline:
             return False
-        self.state = SwitchState.PROBABLY_FIRED
+        self._state = SwitchState.PROBABLY_FIRED
         return True
 
     def lost(self, now: float, rearm: bool) -> None:
         """The server confirmed the event is gone."""
-        self.stats.losses += 1
+        self._stats.losses += 1
         self.deadline = None
         self.failures = 0
         if rearm:
-            self.state = SwitchState.REARMING
+            self._state = SwitchState.REARMING
             self.next_at = now
         else:
-            self.state = SwitchState.FIRED
+            self._state = SwitchState.FIRED
             self.next_at = None
 
     def overwritten(self) -> None:
         """Stopped because another user wrote the guarded state."""
         self.deadline = None
         self.next_at = None
-        self.state = SwitchState.OVERWRITTEN
+        self._state = SwitchState.OVERWRITTEN
 
-    def rearmed(self, sent_at: float) -> None:
-        self.stats.rearms += 1
-        self.armed(sent_at)
+    def rearmed(self) -> None:
+        """The event armed (see :meth:`armed`) replaces one that was lost."""
+        self._stats.rearms += 1
+
+    def attempt_started(self) -> None:
+        """A restart is being sent; after a failure it counts as a retry."""
+        if self.failures:
+            self._stats.retries += 1
+
+    def rate_limit_waited(self) -> None:
+        """A 429 made the switch wait."""
+        self._stats.rate_limit_waits += 1
+
+    def hurry(self, now: float) -> None:
+        """Act at once (another user wrote the guarded state); :meth:`resume` undoes it."""
+        self.resume_at = self.next_at
+        self.next_at = now if self.next_at is None else min(self.next_at, now)
+
+    def resume(self) -> None:
+        """Go back to the restart time planned before :meth:`hurry`."""
+        self.next_at = self.resume_at
+
+    def failed_for_good(self) -> None:
+        """The event cannot be (re-)armed: the switch ends."""
+        self._state = SwitchState.FAILED
+
+    def stopping(self) -> None:
+        self._state = SwitchState.STOPPING
+
+    def stopped(self) -> None:
+        self._state = SwitchState.STOPPED

@@ -1,0 +1,222 @@
+"""Getting a switch's event scheduled: arming and re-arming it, the leftovers of a previous
+process (take, adopt, cancel), and publishing the "alive" event."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from ..errors import ErrorKind
+from ..models import DelayedEvent
+from ..responses import (
+    DelayedEventError,
+    DelayedEventsListResponse,
+    RoomPutStateDelayedResponse,
+    RoomSendDelayedResponse,
+    UpdateDelayedEventResponse,
+)
+from ..support import Dialect
+from ..wire import ENCRYPTED_TYPE
+from .context import GONE, HOPELESS, KeepAliveContext
+from .registry import identity, identity_of
+from .switch import LeftoverPolicy, SwitchArmError, SwitchEventKind, SwitchRuntime
+
+__all__ = ["Arming"]
+
+
+class Arming:
+    """Schedules switches' events, and owns the leftovers a previous process left."""
+
+    def __init__(self, context: KeepAliveContext) -> None:
+        self._ctx = context
+        self._client = context.client
+        #: Events a previous process left scheduled, not yet claimed by a switch.
+        self.leftovers: list[DelayedEvent] = []
+
+    async def arm_new(self, switch: SwitchRuntime) -> None:
+        """Arm a switch being added, adopting or cancelling its leftovers, and publish "alive".
+        Raises :class:`SwitchArmError` if its event could not be scheduled."""
+        leftovers = self._take_leftovers(switch)
+        if switch.settings.on_leftover is LeftoverPolicy.ADOPT:
+            await self._adopt(switch, leftovers)
+        if switch.delay_id is None:
+            error = await self.arm(switch)
+            if error is not None:
+                self._ctx.fail_for_good(switch, f"could not arm: {error}", error)
+                raise SwitchArmError(f"could not arm {switch.handle!r}: {error}", error)
+            self._ctx.emit(switch, SwitchEventKind.ARMED, f"armed ({switch.delay_id!r})")
+        for leftover in leftovers:
+            await self._cancel_leftover(switch, leftover)
+        await self.publish_alive(switch)
+
+    async def rearm(self, switch: SwitchRuntime) -> None:
+        """Arm a new event for a switch whose event is gone."""
+        error = await self.arm(switch, attempts=1)
+        if switch not in self._ctx.switches:
+            return
+        if error is None:
+            switch.machine.rearmed()
+            self._ctx.emit(switch, SwitchEventKind.REARMED, f"armed again ({switch.delay_id!r})")
+            if switch.rearm_quietly:
+                switch.rearm_quietly = False
+            else:
+                await self.publish_alive(switch)
+            return
+        if error.kind in HOPELESS:
+            self._ctx.fail_for_good(switch, f"cannot arm again: {error}", error)
+            return
+        self._ctx.retry_later(switch, error, f"arming again failed (will retry): {error}")
+
+    async def arm(self, switch: SwitchRuntime, attempts: int = 3) -> DelayedEventError | None:
+        """Schedule the switch's event; on success the machine is armed. Returns the error."""
+        switch.tx_id = switch.tx_id or f"nio-delayed-{uuid.uuid4()}"
+        sent_at = self._ctx.clock.now()
+        sent_wall_ms = _wall_ms()
+        resp = await self._schedule(switch, switch.tx_id, attempts)
+        if isinstance(resp, DelayedEventError):
+            if not self._may_have_scheduled(switch, resp):
+                return resp
+            # A legacy /state request may have scheduled an event even though no answer came
+            # (it has no transaction id): look before anyone tries again.
+            found = await self._find_unowned(switch)
+            if found is None:
+                return resp
+            delay_id = found.delay_id
+        else:
+            delay_id = resp.delay_id
+        switch.delay_id = delay_id
+        switch.tx_id = None  # the next arming is a new event
+        switch.armed_wall_ms = sent_wall_ms
+        switch.machine.armed(sent_at)
+        return None
+
+    async def _schedule(
+        self, switch: SwitchRuntime, tx_id: str, attempts: int
+    ) -> RoomSendDelayedResponse | RoomPutStateDelayedResponse | DelayedEventError:
+        s = switch.settings
+        policy = self._ctx.policy(attempts)
+        if s.state_key is None:
+            return await self._client.room_send_delayed(
+                s.room_id,
+                s.event_type,
+                s.content,
+                s.delay_ms,
+                tx_id,
+                ignore_unverified_devices=s.ignore_unverified_devices,
+                policy=policy,
+            )
+        return await self._client.room_put_state_delayed(
+            s.room_id, s.event_type, s.content, s.delay_ms, s.state_key, policy=policy
+        )
+
+    def _may_have_scheduled(self, switch: SwitchRuntime, error: DelayedEventError) -> bool:
+        return (
+            error.kind is ErrorKind.NETWORK
+            and switch.settings.state_key is not None
+            and self._ctx.dialect is Dialect.LEGACY
+        )
+
+    async def _find_unowned(self, switch: SwitchRuntime) -> DelayedEvent | None:
+        listing = await self._client.delayed_events(policy=self._ctx.policy(3))
+        if not isinstance(listing, DelayedEventsListResponse):
+            return None
+        owned = {s.delay_id for s in self._ctx.switches}
+        s = switch.settings
+        for event in listing.scheduled:
+            same = (event.room_id, event.type, event.state_key) == (
+                s.room_id,
+                s.event_type,
+                s.state_key,
+            )
+            if same and event.delay_id not in owned:
+                return event
+        return None
+
+    async def publish_alive(self, switch: SwitchRuntime) -> None:
+        alive = switch.settings.alive
+        if alive is None:
+            return
+        result = await self._client.send_event_bounded(
+            switch.settings.room_id,
+            alive.event_type,
+            alive.content,
+            alive.state_key,
+            ignore_unverified_devices=switch.settings.ignore_unverified_devices,
+            policy=self._ctx.policy(3),
+        )
+        switch.alive_pending = isinstance(result, DelayedEventError)
+        if isinstance(result, DelayedEventError):
+            self._ctx.emit(
+                switch,
+                SwitchEventKind.ALIVE_FAILED,
+                f"could not publish the alive event (will retry): {result}",
+                result,
+            )
+        else:
+            self._ctx.emit(
+                switch, SwitchEventKind.ALIVE_PUBLISHED, f"alive event {alive.event_type} published"
+            )
+
+    # -- leftovers of a previous process ---------------------------------------------------
+
+    def _take_leftovers(self, switch: SwitchRuntime) -> list[DelayedEvent]:
+        """Leftovers of a previous process for this switch's event, latest due first."""
+        wanted = identity_of(switch)
+
+        def same(event: DelayedEvent) -> bool:
+            event_type = event.type
+            if event_type == ENCRYPTED_TYPE and event.state_key is None:
+                event_type = switch.settings.event_type  # its key is readable; its type is not
+            return identity(event.room_id, event_type, event.state_key, event.content) == wanted
+
+        mine = [e for e in self.leftovers if same(e)]
+        self.leftovers = [e for e in self.leftovers if not same(e)]
+        return sorted(mine, key=lambda e: e.due_ts or 0, reverse=True)
+
+    async def _adopt(self, switch: SwitchRuntime, leftovers: list[DelayedEvent]) -> None:
+        for leftover in list(leftovers):
+            if (leftover.content, leftover.delay_ms) != (
+                switch.settings.content,
+                switch.settings.delay_ms,
+            ):
+                # A different event now (or an encrypted one, whose text cannot be compared):
+                # arm the new one, then cancel this one.
+                continue
+            sent_at = self._ctx.clock.now()
+            sent_wall_ms = _wall_ms()
+            resp = await self._client.restart_delayed_event(
+                leftover.delay_id, policy=self._ctx.policy(3)
+            )
+            leftovers.remove(leftover)
+            if isinstance(resp, UpdateDelayedEventResponse):
+                switch.delay_id = leftover.delay_id
+                switch.armed_wall_ms = sent_wall_ms
+                switch.machine.armed(sent_at)
+                self._ctx.emit(
+                    switch,
+                    SwitchEventKind.ADOPTED,
+                    f"took over {leftover.delay_id!r} from a previous process",
+                )
+                return
+            if resp.kind not in GONE:
+                # Neither live nor gone for sure: leave it to be cancelled after arming.
+                leftovers.append(leftover)
+
+    async def _cancel_leftover(self, switch: SwitchRuntime, leftover: DelayedEvent) -> None:
+        resp = await self._client.cancel_delayed_event(
+            leftover.delay_id, policy=self._ctx.policy(3)
+        )
+        if isinstance(resp, UpdateDelayedEventResponse) or resp.kind in GONE:
+            message = f"cancelled {leftover.delay_id!r} left by a previous process"
+            error = None
+        else:
+            message = (
+                f"could not cancel {leftover.delay_id!r} left by a previous process; "
+                f"it may still fire: {resp}"
+            )
+            error = resp
+        self._ctx.emit(switch, SwitchEventKind.LEFTOVER_CANCELLED, message, error)
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)

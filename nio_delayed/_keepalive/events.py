@@ -1,0 +1,106 @@
+"""Telling the world what happens to switches: the log, callbacks and event streams."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable
+
+from ..responses import DelayedEventError
+from .machine import SwitchStats
+from .switch import SwitchEvent, SwitchEventKind, SwitchRuntime
+
+__all__ = ["Emitter", "EventStream", "sum_stats"]
+
+logger = logging.getLogger("nio_delayed")
+
+_LOG_LEVELS = {
+    SwitchEventKind.RESTART_FAILED: logging.INFO,
+    SwitchEventKind.RATE_LIMITED: logging.INFO,
+    SwitchEventKind.ALIVE_PUBLISHED: logging.DEBUG,
+    SwitchEventKind.AT_RISK: logging.WARNING,
+    SwitchEventKind.PROBABLY_FIRED: logging.WARNING,
+    SwitchEventKind.LOST: logging.WARNING,
+    SwitchEventKind.DELAY_LOWERED: logging.WARNING,
+    SwitchEventKind.ALIVE_FAILED: logging.WARNING,
+    SwitchEventKind.STALL: logging.WARNING,
+    SwitchEventKind.FAILED: logging.ERROR,
+    SwitchEventKind.OVERWRITTEN: logging.WARNING,
+}
+
+
+class EventStream:
+    """Switch events as an async iterator. It keeps the newest ``maxsize`` events; older ones
+    are dropped (and counted in ``dropped``) if the reader falls behind."""
+
+    def __init__(self, emitter: Emitter, maxsize: int) -> None:
+        self._emitter = emitter
+        self._queue: asyncio.Queue[SwitchEvent | None] = asyncio.Queue(maxsize)
+        self.dropped = 0
+
+    def put(self, event: SwitchEvent | None) -> None:
+        if self._queue.full():
+            self._queue.get_nowait()
+            self.dropped += 1
+        self._queue.put_nowait(event)
+
+    def close(self) -> None:
+        """End the iteration (also done when the manager closes)."""
+        self._emitter.streams.discard(self)
+        self.put(None)
+
+    def __aiter__(self) -> AsyncIterator[SwitchEvent]:
+        return self
+
+    async def __anext__(self) -> SwitchEvent:
+        event = await self._queue.get()
+        if event is None:
+            raise StopAsyncIteration
+        return event
+
+
+class Emitter:
+    """Sends each switch event to the log, the callbacks and the open streams."""
+
+    def __init__(self, now: Callable[[], float]) -> None:
+        self._now = now
+        self.callbacks: list[Callable[[SwitchEvent], None]] = []
+        self.streams: set[EventStream] = set()
+
+    def stream(self, maxsize: int) -> EventStream:
+        stream = EventStream(self, maxsize)
+        self.streams.add(stream)
+        return stream
+
+    def close_streams(self) -> None:
+        for stream in list(self.streams):
+            stream.close()
+
+    def emit(
+        self,
+        switch: SwitchRuntime,
+        kind: SwitchEventKind,
+        message: str,
+        error: DelayedEventError | None = None,
+    ) -> None:
+        handle = switch.handle
+        event = SwitchEvent(kind, handle, handle.state, message, self._now(), error)
+        level = _LOG_LEVELS.get(kind, logging.INFO)
+        if logger.isEnabledFor(level):
+            logger.log(level, "%r: %s: %s", handle, kind.value, message)
+        for callback in (*self.callbacks, *switch.callbacks):
+            try:
+                callback(event)
+            except Exception:  # a broken callback must not stop the keep-alive
+                logger.exception("keep-alive event callback failed")
+        for stream in self.streams:
+            stream.put(event)
+        switch.state_changed()
+
+
+def sum_stats(switches: Iterable[SwitchRuntime]) -> SwitchStats:
+    """Counters summed over ``switches``."""
+    total = SwitchStats()
+    for switch in switches:
+        total.add(switch.machine.stats)
+    return total

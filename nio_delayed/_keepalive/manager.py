@@ -1,0 +1,342 @@
+"""The keep-alive manager: restarts any number of dead-man's switches from one scheduler.
+
+It assembles the parts: :mod:`.scheduler` owns the schedule and hands due switches to request
+tasks, :mod:`.budget` paces them after a 429, :mod:`.restart`, :mod:`.arming` and
+:mod:`.overwrite` do the requests, :mod:`.machine` decides each switch's state and timing, and
+:mod:`.events` reports what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import random
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from ..clock import Clock, SystemClock
+from ..responses import DelayedEventsListResponse, DelayedEventsSupportError
+from ..validation import check_content, check_event, check_event_type, check_state_key, delay_to_ms
+from ..wire import SWITCH_KEY_FIELD
+from .arming import Arming
+from .context import KeepAliveContext
+from .events import EventStream, sum_stats
+from .machine import Backoff, SwitchMachine, SwitchStats, default_interval
+from .overwrite import OverwriteGuard
+from .ports import KeepAliveClient
+from .registry import identity
+from .restart import Restarter
+from .scheduler import Scheduler
+from .stopping import Stopping
+from .switch import (
+    AliveEvent,
+    DeadMansSwitch,
+    ExitPolicy,
+    KeepAliveError,
+    LeftoverPolicy,
+    LostPolicy,
+    OverwritePolicy,
+    SwitchEvent,
+    SwitchEventKind,
+    SwitchRuntime,
+    SwitchSettings,
+    UnsupportedServerError,
+)
+
+__all__ = ["KeepAliveManager"]
+
+
+class KeepAliveManager:
+    """Owns dead-man's switches and keeps them from firing while the process lives.
+
+        async with KeepAliveManager(client) as manager:
+            await manager.add(room_id, "m.room.message", offline, delay=timedelta(seconds=30))
+            ...
+
+    ``request_timeout``: the longest one restart attempt may take (less when the deadline is
+    nearer). ``max_in_flight``: requests at once. ``stall_threshold``: how late (s) the scheduler
+    may wake before it reports an event-loop stall or a host suspend. ``track_lateness`` keeps
+    how late each restart left (see ``lateness``). ``clock`` and ``seed`` are for tests.
+    """
+
+    def __init__(
+        self,
+        client: KeepAliveClient,
+        *,
+        request_timeout: float = 10.0,
+        max_in_flight: int = 32,
+        stall_threshold: float = 1.0,
+        backoff: Backoff | None = None,
+        clock: Clock | None = None,
+        seed: int | None = None,
+        track_lateness: bool = False,
+    ) -> None:
+        if request_timeout <= 0 or max_in_flight < 1 or stall_threshold <= 0:
+            raise ValueError("request_timeout and stall_threshold must be > 0, max_in_flight >= 1")
+        self.client = client
+        self.request_timeout = request_timeout
+        self.max_in_flight = max_in_flight
+        self.stall_threshold = stall_threshold
+        self.backoff = backoff or Backoff()
+        self.rng = random.Random(seed)
+        ctx = self._ctx = KeepAliveContext(
+            client,
+            clock or SystemClock(),
+            request_timeout=request_timeout,
+            max_in_flight=max_in_flight,
+            backoff=self.backoff,
+            rng=self.rng,
+        )
+        self._scheduler = Scheduler(
+            ctx, stall_threshold=stall_threshold, track_lateness=track_lateness
+        )
+        self._arming = Arming(ctx)
+        self._guard = OverwriteGuard(ctx, self._scheduler.schedule)
+        self._restarter = Restarter(ctx, self._arming, self._guard)
+        self._stopping = Stopping(ctx)
+        self._scheduler_task: asyncio.Task[None] | None = None
+        self._start_lock = asyncio.Lock()
+        self._close_task: asyncio.Future[None] | None = None
+        self._closing = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def clock(self) -> Clock:
+        return self._ctx.clock
+
+    @clock.setter
+    def clock(self, clock: Clock) -> None:
+        """Swap the clock before the first switch is added (tests use a fake one)."""
+        self._ctx.clock = clock
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Check the server and take stock of switches a previous process left scheduled.
+        Called by ``add()`` and ``async with``; safe to call again."""
+        async with self._start_lock:
+            if self._scheduler_task is not None:
+                return
+            if self._close_task is not None:
+                raise KeepAliveError("this keep-alive manager is closed")
+            support = await self.client.delayed_events_support()
+            if isinstance(support, DelayedEventsSupportError):
+                raise KeepAliveError(
+                    f"could not learn whether the server supports delayed events: {support}",
+                    support,
+                )
+            if not support.supported:
+                raise UnsupportedServerError(
+                    f"the server does not support delayed events: {support.reason}; "
+                    "nothing was sent"
+                )
+            self._ctx.dialect = support.dialect
+            self._ctx.max_delay_ms = support.max_delay_ms
+            listing = await self.client.delayed_events(policy=self._ctx.policy(3))
+            if not isinstance(listing, DelayedEventsListResponse):
+                raise KeepAliveError(
+                    f"could not list the scheduled delayed events: {listing}", listing
+                )
+            self._arming.leftovers = listing.scheduled
+            self.client.add_sync_observer(self._guard.on_sync)
+            self._loop = asyncio.get_running_loop()
+            self._scheduler_task = asyncio.create_task(
+                self._scheduler.run(self._restarter.act), name="nio-delayed keep-alive"
+            )
+
+    async def __aenter__(self) -> KeepAliveManager:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop every switch by its exit policy, then the scheduler. Safe to call again."""
+        self._begin_close()
+        assert self._close_task is not None
+        await asyncio.shield(self._close_task)
+
+    def close_soon(self) -> None:
+        """Begin :meth:`close` from anywhere, a signal handler included; returns at once.
+
+        loop.add_signal_handler(signal.SIGTERM, manager.close_soon)
+        """
+        loop = self._loop
+        if loop is None:  # not started yet: a handler installed on the loop runs inside it
+            with contextlib.suppress(RuntimeError):
+                loop = asyncio.get_running_loop()
+        if loop is not None and self._close_task is None:
+            loop.call_soon_threadsafe(self._begin_close)
+
+    def _begin_close(self) -> None:
+        if self._close_task is None:
+            self._close_task = asyncio.ensure_future(self._close())
+            self._closing.set()
+
+    async def wait_closed(self) -> None:
+        """Wait until the manager is closed (by :meth:`close` or :meth:`close_soon`)."""
+        await self._closing.wait()
+        assert self._close_task is not None
+        await asyncio.shield(self._close_task)
+
+    @property
+    def closed(self) -> bool:
+        return self._close_task is not None
+
+    async def _close(self) -> None:
+        self.client.remove_sync_observer(self._guard.on_sync)
+        await asyncio.gather(*(self._stopping.stop(s, None) for s in self._ctx.switches))
+        if self._scheduler_task is not None:
+            self._scheduler_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._scheduler_task
+        self._scheduler.cancel_tasks()
+        self._ctx.emitter.close_streams()
+
+    # -- observing -------------------------------------------------------------------------
+
+    @property
+    def switches(self) -> list[DeadMansSwitch]:
+        """The running switches (not stopped, fired or failed)."""
+        return [switch.handle for switch in self._ctx.switches]
+
+    def on_event(self, callback: Callable[[SwitchEvent], None]) -> None:
+        """Call ``callback`` (synchronously) with every event of every switch."""
+        self._ctx.emitter.callbacks.append(callback)
+
+    def events(self, maxsize: int = 1000) -> EventStream:
+        """An async iterator over every event from now on (``async for event in ...``)."""
+        return self._ctx.emitter.stream(maxsize)
+
+    def stats(self) -> SwitchStats:
+        """Counters summed over the running switches."""
+        return sum_stats(self._ctx.switches)
+
+    @property
+    def stalls(self) -> int:
+        """How often the scheduler woke more than ``stall_threshold`` late."""
+        return self._scheduler.stalls
+
+    @property
+    def gate_closures(self) -> int:
+        """How often a 429 closed the gate for every switch (or kept it closed longer)."""
+        return self._ctx.budget.closures
+
+    @property
+    def lateness(self) -> collections.deque[float] | None:
+        """With ``track_lateness=True``: how late (s) each restart left against its schedule
+        (the newest 100,000)."""
+        return self._scheduler.lateness
+
+    # -- adding and stopping ---------------------------------------------------------------
+
+    async def add(  # noqa: PLR0913  # the public signature: one keyword per switch option
+        self,
+        room_id: str,
+        event_type: str,
+        content: dict[str, Any],
+        *,
+        delay: timedelta | int,
+        state_key: str | None = None,
+        restart_interval: timedelta | float | None = None,
+        alive: AliveEvent | None = None,
+        on_exit: ExitPolicy = ExitPolicy.SEND,
+        on_lost: LostPolicy = LostPolicy.REARM,
+        on_leftover: LeftoverPolicy = LeftoverPolicy.ADOPT,
+        on_overwrite: OverwritePolicy = OverwritePolicy.REARM,
+        key: str = "default",
+        ignore_unverified_devices: bool = False,
+    ) -> DeadMansSwitch:
+        """Arm a switch and keep it from firing; returns once it is armed (and "alive" sent).
+
+        ``state_key=None`` makes the event a message; a string (``""`` included) a state event.
+        ``restart_interval`` defaults to a third of the delay (seconds or a timedelta).
+        ``key`` tells message switches of one type in one room apart. A message switch's content
+        carries it under ``org.nio_delayed.switch``, so that a restarted process knows its own
+        leftovers even if their text changed (a state event is known by its state key).
+        ``on_overwrite`` (state switches): what to do when another user writes the same state,
+        seen in the client's sync (see :class:`OverwritePolicy`). In an encrypted room, message
+        events are encrypted (``ignore_unverified_devices`` as for nio's ``room_send``).
+        Raises ``InvalidInput`` for bad arguments, :class:`UnsupportedServerError` on a server
+        without delayed events, :class:`SwitchArmError` if the event could not be scheduled.
+        """
+        if state_key is None:
+            content = {**content, SWITCH_KEY_FIELD: check_state_key(key)}
+        room_id, event_type, content, state_key = check_event(
+            room_id, event_type, content, state_key
+        )
+        alive = _checked_alive(alive)
+        requested_ms = delay_to_ms(delay)
+        if self._close_task is not None:
+            raise KeepAliveError("this keep-alive manager is closed")
+        await self.start()
+        other = self._ctx.switches.get(identity(room_id, event_type, state_key, content))
+        if other is not None:
+            raise KeepAliveError(f"{other.handle!r} already guards this event")
+        settings = SwitchSettings(
+            room_id,
+            event_type,
+            content,
+            state_key,
+            requested_ms,
+            self._allowed_delay_ms(requested_ms),
+            alive,
+            on_exit,
+            on_lost,
+            on_leftover,
+            on_overwrite,
+            ignore_unverified_devices,
+        )
+        switch = self._new_switch(settings, restart_interval)
+        await self._arming.arm_new(switch)
+        self._ctx.switches.add(switch)
+        if self._close_task is not None:
+            # close() began while this switch was being armed, and did not see it.
+            await self._stopping.stop(switch, None)
+            raise KeepAliveError("the keep-alive manager was closed while the switch was added")
+        self._scheduler.watch_deadline(switch)
+        self._scheduler.schedule(switch)
+        return switch.handle
+
+    def _allowed_delay_ms(self, requested_ms: int) -> int:
+        maximum = self._ctx.max_delay_ms
+        return requested_ms if maximum is None else min(requested_ms, maximum)
+
+    def _new_switch(
+        self, settings: SwitchSettings, restart_interval: timedelta | float | None
+    ) -> SwitchRuntime:
+        delay = settings.delay_ms / 1000
+        interval = _seconds(restart_interval) if restart_interval is not None else None
+        if interval is None or interval >= delay:
+            interval = default_interval(delay)
+        machine = SwitchMachine(delay, interval, self.backoff, self.rng)
+        switch = SwitchRuntime(settings, machine, self.clock, self._stopping.stop)
+        if settings.delay_ms < settings.requested_delay_ms:
+            self._ctx.emit(
+                switch,
+                SwitchEventKind.DELAY_LOWERED,
+                f"the server allows at most {settings.delay_ms} ms: delay lowered from "
+                f"{settings.requested_delay_ms} ms, restart interval {interval:.3g} s",
+            )
+        return switch
+
+    async def stop_switch(self, switch: DeadMansSwitch, policy: ExitPolicy | None = None) -> None:
+        """Stop ``switch`` (same as ``await switch.stop(policy)``)."""
+        await switch.stop(policy)
+
+
+def _checked_alive(alive: AliveEvent | None) -> AliveEvent | None:
+    if alive is None:
+        return None
+    return AliveEvent(
+        check_event_type(alive.event_type),
+        check_content(alive.content),
+        None if alive.state_key is None else check_state_key(alive.state_key),
+    )
+
+
+def _seconds(value: timedelta | float) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
