@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import functools
 import itertools
@@ -408,11 +409,12 @@ async def scale(
     with fake_server(*server_args) as server:
         async with client_of(server) as client:
             manager = KeepAliveManager(client, track_lateness=True, **manager_options)
-            missed = 0
+            missed, events = 0, collections.Counter[str]()
 
             def count(event: Any) -> None:
                 nonlocal missed
                 missed += event.kind is SwitchEventKind.PROBABLY_FIRED
+                events[event.kind.value] += 1
 
             manager.on_event(count)
             await manager.start()
@@ -450,6 +452,7 @@ async def scale(
         "rss_bytes_per_switch": round(per_switch),
         "missed_deadlines": missed,
         "fired": fired,
+        "events": dict(events),
         "min_margin_s": round(stats.min_margin or 0, 3),
         "server_seen": _server_view(seen, n, start, end, interval),
     }
@@ -655,6 +658,7 @@ def print_report(results: dict[str, Any]) -> None:
                 f"confirmed {v['confirmed_per_second']:.2f}/s, missed {b['missed_deadlines']}, "
                 f"fired {b['fired']}"
             )
+            print("      events: " + ", ".join(f"{k} {n}" for k, n in sorted(b["events"].items())))
     if "synapse" in results:
         s = results["synapse"]
         d, k = s["after_predicted_deadline_ms"], s["after_kill_ms"]
