@@ -387,14 +387,20 @@ async def cost(n: int, seconds: float, rounds: int) -> dict[str, Any]:
             out[name]["version"] = results[0]["sdk_version"]
             out[name]["node"] = results[0]["node_version"]
             out[name]["errors"] = sum(r["errors"] for r in results)
-    manager = out["manager"]["cpu_us_per_restart"]
-    out["manager_vs_floor"] = manager / out["floor"]["cpu_us_per_restart"]
-    out["manager_vs_naive"] = manager / out["naive"]["cpu_us_per_restart"]
-    if "js_sdk" in out:
-        out["js_sdk_vs_manager"] = out["js_sdk"]["cpu_us_per_restart"] / manager
-    out["clustered_manager_vs_burst_floor"] = (
-        out["manager_clustered"]["cpu_us_per_restart"] / out["burst_floor"]["cpu_us_per_restart"]
-    )
+    # Ratios of the medians, and each round's own ratio (the variants of one round ran on the
+    # machine in the same state: those ratios scatter less than the figures).
+    for name, (top, bottom) in {
+        "manager_vs_floor": ("manager", "floor"),
+        "manager_vs_naive": ("manager", "naive"),
+        "js_sdk_vs_manager": ("js_sdk", "manager"),
+        "clustered_manager_vs_burst_floor": ("manager_clustered", "burst_floor"),
+    }.items():
+        if top in runs and bottom in runs:
+            out[name] = out[top]["cpu_us_per_restart"] / out[bottom]["cpu_us_per_restart"]
+            out[name + "_each_round"] = [
+                round(a["cpu_us_per_restart"] / b["cpu_us_per_restart"], 3)
+                for a, b in zip(runs[top], runs[bottom], strict=True)
+            ]
     return out
 
 
@@ -689,14 +695,17 @@ def _print_cost(c: dict[str, Any]) -> None:
             )
     if "js_sdk_skipped" in c:
         print(f"   js_sdk             skipped: {c['js_sdk_skipped']}")
-    ratios = [
-        f"manager/floor {c['manager_vs_floor']:.2f}",
-        f"manager/naive {c['manager_vs_naive']:.2f}",
-    ]
-    if "js_sdk_vs_manager" in c:
-        ratios.append(f"js-sdk/manager {c['js_sdk_vs_manager']:.2f}")
-    ratios.append(f"clustered manager/burst floor {c['clustered_manager_vs_burst_floor']:.2f}")
-    print("   " + ", ".join(ratios))
+    ratios = []
+    for name, label in (
+        ("manager_vs_floor", "manager/floor"),
+        ("manager_vs_naive", "manager/naive"),
+        ("js_sdk_vs_manager", "js-sdk/manager"),
+        ("clustered_manager_vs_burst_floor", "clustered manager/burst floor"),
+    ):
+        if name in c:
+            rounds = ", ".join(f"{r:.2f}" for r in c[name + "_each_round"])
+            ratios.append(f"{label} {c[name]:.2f} (rounds {rounds})")
+    print("\n".join("   " + r for r in ratios))
 
 
 def plot(results: dict[str, Any], path: Path) -> bool:
