@@ -387,8 +387,8 @@ async def cost(n: int, seconds: float, rounds: int) -> dict[str, Any]:
             out[name]["version"] = results[0]["sdk_version"]
             out[name]["node"] = results[0]["node_version"]
             out[name]["errors"] = sum(r["errors"] for r in results)
-    # Ratios of the medians, and each round's own ratio (the variants of one round ran on the
-    # machine in the same state: those ratios scatter less than the figures).
+    # Ratios of the medians, and each round's own ratio (the variants of one round ran close
+    # together in time, on the machine in much the same state).
     for name, (top, bottom) in {
         "manager_vs_floor": ("manager", "floor"),
         "manager_vs_naive": ("manager", "naive"),
