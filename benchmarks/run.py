@@ -747,7 +747,7 @@ def bucket_rows(rate: float) -> dict[str, dict[str, Any]]:
 
 
 async def measure(results: dict[str, Any], quick: bool, only: set[str]) -> None:
-    """Sections 1-3b into ``results``."""
+    """The sections named in ``only``, into ``results``."""
 
     def section(name: str, label: str) -> None:
         print(f"{label} ...", flush=True)
