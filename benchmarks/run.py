@@ -18,8 +18,8 @@
 The server side of 1-3 is the fake homeserver in a separate process (``benchmarks.server``),
 so the client is measured alone (node too, for the js-sdk row: ``npm ci`` installs its pinned
 matrix-js-sdk into benchmarks/js/node_modules on first use; without node the row is skipped).
-Results go to benchmarks/results/latest.json, a table to stdout, and a plot to
-benchmarks/results/scale.png when matplotlib is installed.
+Results go to latest.json in benchmarks/results (or the directory given with --out), a table to
+stdout, and a plot to scale.png beside latest.json when matplotlib is installed.
 """
 
 from __future__ import annotations
@@ -784,7 +784,7 @@ async def measure(results: dict[str, Any], quick: bool, only: set[str]) -> None:
         results["synapse"] = await synapse_trials(3 if quick else 20)
 
 
-async def main(quick: bool, only: set[str]) -> None:
+async def main(quick: bool, only: set[str], out: Path) -> None:
     results: dict[str, Any] = {
         "machine": machine(),
         "quick": quick,
@@ -797,12 +797,11 @@ async def main(quick: bool, only: set[str]) -> None:
     logging.getLogger("nio_delayed").setLevel(logging.ERROR)
     await measure(results, quick, only)
     results["load_average"]["end"] = os.getloadavg()[0]
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))
+    (out / "latest.json").write_text(json.dumps(results, indent=2))
     print_report(results)
-    if "scale" in results and plot(results, RESULTS / "scale.png"):
-        print(f"\nplot: {RESULTS / 'scale.png'}")
-    print(f"results: {RESULTS / 'latest.json'}")
+    if "scale" in results and plot(results, out / "scale.png"):
+        print(f"\nplot: {out / 'scale.png'}")
+    print(f"results: {out / 'latest.json'}")
 
 
 SECTIONS = ("cost", "scale", "economy", "bucket", "synapse")
@@ -814,5 +813,13 @@ if __name__ == "__main__":
     parser.add_argument(
         "--only", nargs="+", choices=SECTIONS, default=SECTIONS, help="run these sections only"
     )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS,
+        help="where latest.json and scale.png go (default: the committed benchmarks/results)",
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.quick, set(args.only) - ({"synapse"} if args.no_synapse else set())))
+    args.out.mkdir(parents=True, exist_ok=True)
+    only = set(args.only) - ({"synapse"} if args.no_synapse else set())
+    asyncio.run(main(args.quick, only, args.out))

@@ -1,4 +1,4 @@
-"""A nio-bot bot (``NioBot``) with a dead-man's switch: ``pip install 'nio-delayed[niobot]'``.
+"""A nio-bot bot (``NioBot``) with a dead-man's switch: ``pip install '.[niobot]'`` (checkout).
 
     export MATRIX_HOMESERVER=... MATRIX_USER_ID=... MATRIX_ACCESS_TOKEN=...
     python examples/niobot_bot.py '!room:example.org' [--delay 30]

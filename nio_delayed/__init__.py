@@ -9,9 +9,17 @@ if isinstance(resp, RoomSendDelayedResponse):
     await client.restart_delayed_event(resp.delay_id)
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("nio-delayed")
+except PackageNotFoundError:  # imported from a checkout that was never installed
+    __version__ = "0+unknown"
+
 from ._keepalive import (
     AliveEvent,
     Backoff,
+    Capacity,
     DeadMansSwitch,
     EventStream,
     ExitPolicy,
@@ -32,6 +40,7 @@ from .clock import Clock, SystemClock
 from .delay_id import DelayId
 from .errors import ErrorKind
 from .lifecycle import Shutdown, stop_on_signals
+from .limits import RateLimit, ServerLimits
 from .mixin import DelayedAsyncClient, DelayedEventsMixin
 from .models import DelayedEvent, DelayedEventStatus
 from .request_builders import DelayedEventAction
@@ -50,13 +59,14 @@ from .responses import (
     UpdateDelayedEventError,
     UpdateDelayedEventResponse,
 )
-from .support import Dialect
+from .support import Dialect, Listing
 from .transport import RequestPolicy
 from .validation import InvalidInput
 
 __all__ = [
     "AliveEvent",
     "Backoff",
+    "Capacity",
     "Clock",
     "DeadMansSwitch",
     "DelayId",
@@ -80,14 +90,17 @@ __all__ = [
     "KeepAliveError",
     "KeepAliveManager",
     "LeftoverPolicy",
+    "Listing",
     "LostPolicy",
     "Overwrite",
     "OverwritePolicy",
+    "RateLimit",
     "RequestPolicy",
     "RoomPutStateDelayedError",
     "RoomPutStateDelayedResponse",
     "RoomSendDelayedError",
     "RoomSendDelayedResponse",
+    "ServerLimits",
     "Shutdown",
     "SwitchArmError",
     "SwitchEvent",

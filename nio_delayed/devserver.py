@@ -33,6 +33,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from .limits import RateLimit, ServerLimits
+
 __all__ = ["DevServer", "DevServerError", "DevUser"]
 
 # Generous on purpose: rate limits are tested on their own, with `default_rate_limits=True`.
@@ -110,6 +112,22 @@ class DevServer:
         self._stderr: IO[bytes] | None = None
         self.port = 0
         self.version = ""
+
+    @property
+    def limits(self) -> ServerLimits:
+        """Its rate limits, as a client should be told them (``delayed_events_limits``)."""
+        defaults = ServerLimits()
+
+        def limit(name: str, default: RateLimit | None) -> RateLimit | None:
+            configured = self._extra_config.get(name)
+            if isinstance(configured, dict):
+                return RateLimit(configured["per_second"], configured["burst_count"])
+            return default if self._default_rate_limits else None  # relaxed: no limit to speak of
+
+        return ServerLimits(
+            management=limit("rc_delayed_event_mgmt", defaults.management),
+            scheduling=limit("rc_message", defaults.scheduling),
+        )
 
     @property
     def url(self) -> str:

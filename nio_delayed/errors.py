@@ -72,9 +72,10 @@ class ErrorInfo:
 
 _UNRECOGNIZED = "M_UNRECOGNIZED"
 _TOO_LARGE_CODES = {
-    "ORG.MATRIX.MSC4140_DELAY_TOO_LARGE",  # Synapse >= 1.143
+    "ORG.MATRIX.MSC4140_DELAY_TOO_LARGE",  # Synapse >= 1.157
+    "ORG.MATRIX.MSC4140_MAX_DELAY_EXCEEDED",  # the merged MSC's unstable code
     "M_DELAY_TOO_LARGE",  # merged MSC drafts
-    "M_MAX_DELAY_EXCEEDED",  # MSC text and, nested, older Synapse
+    "M_MAX_DELAY_EXCEEDED",  # the merged MSC's stable code and, nested, older Synapse
 }
 _UNSUPPORTED_CODES = {"M_MAX_DELAY_UNSUPPORTED"}
 _LEGACY_ERRCODE = "org.matrix.msc4140.errcode"

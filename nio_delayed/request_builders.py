@@ -22,6 +22,7 @@ __all__ = [
     "event_request",
     "list_request",
     "lookup_request",
+    "msc4486_list_request",
     "probe_request",
     "schedule_request",
     "state_event_request",
@@ -30,6 +31,7 @@ __all__ = [
 ]
 
 UNSTABLE_PREFIX = "/_matrix/client/unstable/org.matrix.msc4140"
+MSC4486_PREFIX = "/_matrix/client/unstable/org.matrix.msc4486"
 LEGACY_DELAY_PARAM = "org.matrix.msc4140.delay"
 
 
@@ -182,6 +184,30 @@ def list_request(dialect: Dialect, from_token: str | None = None) -> HttpRequest
     if from_token is not None:
         path += "?" + urlencode({"from": from_token})
     return HttpRequest("GET", path)
+
+
+def msc4486_list_request(
+    *,
+    stable: bool,
+    from_token: str | None = None,
+    status: str | None = None,
+    room_id: str | None = None,
+    event_type: str | None = None,
+) -> HttpRequest:
+    """One page of the MSC4486 listing, filtered by the server."""
+    base = "/_matrix/client/v1" if stable else MSC4486_PREFIX
+    query = {
+        name: value
+        for name, value in (
+            ("status", status),
+            ("room_id", room_id),
+            ("type", event_type),
+            ("from", from_token),
+        )
+        if value is not None
+    }
+    path = f"{base}/delayed_events"
+    return HttpRequest("GET", f"{path}?{urlencode(query)}" if query else path)
 
 
 def state_event_request(room_id: str, event_type: str, state_key: str) -> HttpRequest:

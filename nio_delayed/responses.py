@@ -14,7 +14,7 @@ from .delay_id import DelayId
 from .errors import ErrorInfo, ErrorKind
 from .models import DelayedEvent, DelayedEventStatus
 from .request_builders import DelayedEventAction
-from .support import Dialect
+from .support import Dialect, Listing
 
 __all__ = [
     "DelayedEventError",
@@ -104,20 +104,24 @@ class DelayedEventsListError(DelayedEventError):
 
 @dataclass
 class DelayedEventsSupportResponse(Response):
-    """What the server offers. When ``supported`` is False, ``reason`` says why."""
+    """What the server offers. When ``supported`` is False, ``reason`` says why. ``listing``:
+    where the server lists delayed events (MSC4486, or the older MSC4140 listing)."""
 
     supported: bool
     dialect: Dialect | None = None
     max_delay_ms: int | None = None
     max_scheduled: int | None = None
     reason: str = ""
+    listing: Listing | None = None
 
     def __str__(self) -> str:
         if not self.supported or self.dialect is None:
             return f"delayed events unsupported: {self.reason}"
+        listing = f", listing {self.listing.value}" if self.listing else ""
         return (
             f"delayed events supported: {self.dialect.value} dialect, max delay "
             f"{_limit(self.max_delay_ms, ' ms')}, max scheduled {_limit(self.max_scheduled)}"
+            f"{listing}"
         )
 
 
@@ -162,7 +166,8 @@ class GetDelayedEventResponse(Response):
 
 @dataclass
 class DelayedEventsListResponse(Response):
-    """All of the user's delayed events the server still knows (every page, in server order)."""
+    """The user's delayed events the server still knows (every page, in server order): all of
+    them, or those that match the filters the listing was asked for."""
 
     delayed_events: list[DelayedEvent] = field(default_factory=list)
 

@@ -1,7 +1,8 @@
-"""Which wire dialect of delayed events a server speaks, decided from what it advertises.
+"""Which wire dialect of delayed events a server speaks, and which listing it has, read from
+what it advertises.
 
 Pure functions over the JSON of ``/versions``, ``/capabilities`` and one safe probe; the client
-mixin does the I/O. See PROTOCOL.md section 1 and the README's "Servers" section.
+does the I/O (see the README's "Servers" section).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from enum import Enum
 from typing import Any
 
 __all__ = [
+    "LISTING_FLAG",
+    "LISTING_STABLE_FLAG",
     "STABLE_CAPABILITY",
     "STABLE_FLAG",
     "UNSTABLE_CAPABILITY",
@@ -19,6 +22,7 @@ __all__ = [
     "Advertised",
     "Dialect",
     "Limits",
+    "Listing",
     "ManagementForm",
     "parse_capabilities",
     "parse_versions",
@@ -29,6 +33,9 @@ UNSTABLE_FLAG = "org.matrix.msc4140"
 STABLE_FLAG = "org.matrix.msc4140.stable"
 STABLE_CAPABILITY = "m.delayed_events"
 UNSTABLE_CAPABILITY = "org.matrix.msc4140.delayed_events"
+#: The listing of delayed events left MSC4140 for MSC4486, which has flags of its own.
+LISTING_FLAG = "org.matrix.msc4486"
+LISTING_STABLE_FLAG = "org.matrix.msc4486.stable"
 
 
 class Dialect(str, Enum):
@@ -51,12 +58,33 @@ class ManagementForm(str, Enum):
     BODY = "body"
 
 
+class Listing(str, Enum):
+    """Where a server lists a user's delayed events."""
+
+    #: MSC4486 on its stable path, ``GET /_matrix/client/v1/delayed_events``, with filters.
+    MSC4486 = "msc4486"
+    #: MSC4486 under its unstable prefix, with filters.
+    MSC4486_UNSTABLE = "msc4486-unstable"
+    #: The listing of MSC4140's drafts, beside the management endpoints: every released Synapse
+    #: has it; a server that follows only the merged MSC4140 does not (it answers
+    #: "unrecognised").
+    MSC4140 = "msc4140"
+
+
 @dataclass(frozen=True)
 class Advertised:
     """What ``/versions`` claims."""
 
     stable: bool
     unstable: bool
+    listing_stable: bool = False
+    listing_unstable: bool = False
+
+    @property
+    def listing(self) -> Listing:
+        if self.listing_stable:
+            return Listing.MSC4486
+        return Listing.MSC4486_UNSTABLE if self.listing_unstable else Listing.MSC4140
 
 
 @dataclass(frozen=True)
@@ -78,11 +106,17 @@ def _flag(features: Mapping[str, Any], name: str) -> bool:
 
 
 def parse_versions(body: object) -> Advertised:
-    """Read the MSC4140 flags from a ``/versions`` answer. Malformed parts count as absent."""
+    """Read the MSC4140 and MSC4486 flags from a ``/versions`` answer. Malformed parts count as
+    absent."""
     features = body.get("unstable_features") if isinstance(body, Mapping) else None
     if not isinstance(features, Mapping):
         return Advertised(stable=False, unstable=False)
-    return Advertised(stable=_flag(features, STABLE_FLAG), unstable=_flag(features, UNSTABLE_FLAG))
+    return Advertised(
+        stable=_flag(features, STABLE_FLAG),
+        unstable=_flag(features, UNSTABLE_FLAG),
+        listing_stable=_flag(features, LISTING_STABLE_FLAG),
+        listing_unstable=_flag(features, LISTING_FLAG),
+    )
 
 
 def _non_negative_int(value: object) -> int | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import sys
@@ -13,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 from nio import JoinResponse, MessageDirection, RoomCreateResponse, RoomMessagesResponse
+from nio.crypto import ENCRYPTION_ENABLED
 
 from nio_delayed import DelayedAsyncClient
 from nio_delayed.devserver import DevServer, DevUser
@@ -28,8 +31,66 @@ LEGACY_SYNAPSE = "1.142.1"
 LEGACY_PYTHON_ENV = "NIO_DELAYED_LEGACY_SYNAPSE_PYTHON"
 
 
+# Tests of an optional extra skip without it (the fast lane runs with the test extra only).
+needs_e2e = pytest.mark.skipif(
+    not ENCRYPTION_ENABLED, reason="needs nio's encryption: pip install -e '.[e2e]'"
+)
+needs_niobot = pytest.mark.skipif(
+    importlib.util.find_spec("niobot") is None, reason="needs nio-bot: pip install -e '.[niobot]'"
+)
+
+# In CI, hypothesis neither reads nor writes its example database: an example saved by an
+# earlier run cannot turn a clean tree red. The same examples are drawn every run there.
+settings.register_profile("ci", database=None, derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
+
+#: Fixtures that start a real Synapse: a test that uses one (directly or through another
+#: fixture, such as ``room``) is marked ``synapse`` here, so ``-m "not synapse"`` (the fast lane,
+#: ``make check``) never waits for a Synapse.
+SYNAPSE_FIXTURES = frozenset({"synapse", "synapse_without_delayed_events"})
+
+
+#: Modules whose real-Synapse tests take longest (a minute for the slowest single test) go
+#: first: with the workers taking one test at a time, no long test then starts last.
+SLOWEST_FIRST = (
+    "test_reliability.py",
+    "test_keepalive_synapse.py",
+    "test_examples_and_devserver.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SYNAPSE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.synapse)
+
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return SLOWEST_FIRST.index(name) if name in SLOWEST_FIRST else len(SLOWEST_FIRST)
+
+    items.sort(key=rank)  # stable: otherwise in collection order
+
+
+@pytest.fixture(autouse=True)
+def _synapse_needs_the_marker(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test that starts a DevServer itself must say so with ``@pytest.mark.synapse``."""
+    if request.node.get_closest_marker("synapse") is None:
+
+        def refuse(self: DevServer) -> DevServer:
+            pytest.fail("this test starts a Synapse: mark it with @pytest.mark.synapse")
+
+        monkeypatch.setattr(DevServer, "start", refuse)
+
+
 def _synapse_python(generation: str) -> str:
     if generation == CURRENT_SYNAPSE:
+        if importlib.util.find_spec("synapse") is None:
+            if os.environ.get("CI"):
+                pytest.fail("Synapse is not installed: run the tests with `make test`")
+            pytest.skip("needs Synapse: pip install -e '.[server]'")
         return sys.executable
     python = os.environ.get(LEGACY_PYTHON_ENV)
     if not python:
@@ -45,24 +106,48 @@ def _start(generation: str, **options: Any) -> DevServer:
     return server
 
 
-@pytest.fixture(scope="session", params=[CURRENT_SYNAPSE, LEGACY_SYNAPSE])
-def synapse(request: pytest.FixtureRequest) -> Iterator[DevServer]:
-    """A real Synapse with delayed events on, once per generation for the whole session."""
-    server = _start(request.param)
-    yield server
-    server.close()
+class _Servers:
+    """The shared Synapses of a test process (an xdist worker), each started on first use and
+    kept until the session ends: one per generation, with and without delayed events. Tests of
+    both generations can then run in any order (`make test` hands them out longest first, one
+    at a time) without a Synapse restart each time the generation changes."""
+
+    def __init__(self) -> None:
+        self._started: dict[tuple[str, bool], DevServer] = {}
+
+    def get(self, generation: str, delayed_events: bool = True) -> DevServer:
+        key = (generation, delayed_events)
+        if key not in self._started:
+            self._started[key] = _start(generation, delayed_events=delayed_events)
+        return self._started[key]
+
+    def close(self) -> None:
+        for server in self._started.values():
+            server.close()
+
+
+@pytest.fixture(scope="session")
+def _servers() -> Iterator[_Servers]:
+    servers = _Servers()
+    yield servers
+    servers.close()
 
 
 @pytest.fixture(scope="session", params=[CURRENT_SYNAPSE, LEGACY_SYNAPSE])
-def synapse_without_delayed_events(request: pytest.FixtureRequest) -> Iterator[DevServer]:
-    server = _start(request.param, delayed_events=False)
-    yield server
-    server.close()
+def synapse(request: pytest.FixtureRequest, _servers: _Servers) -> DevServer:
+    """A real Synapse with delayed events on, shared by the session's tests of its generation."""
+    return _servers.get(request.param)
+
+
+@pytest.fixture(scope="session", params=[CURRENT_SYNAPSE, LEGACY_SYNAPSE])
+def synapse_without_delayed_events(request: pytest.FixtureRequest, _servers: _Servers) -> DevServer:
+    return _servers.get(request.param, delayed_events=False)
 
 
 async def login(server: DevServer, user: DevUser) -> DelayedAsyncClient:
     client = DelayedAsyncClient(server.url, user.user_id)
     client.restore_login(user.user_id, user.device_id, user.access_token)
+    client.delayed_events_limits = server.limits
     return client
 
 
@@ -139,11 +224,30 @@ async def fake() -> AsyncIterator[FakeHomeserver]:
 async def fake_client(server: FakeHomeserver, user_id: str = "@bot:fake") -> DelayedAsyncClient:
     client = DelayedAsyncClient(server.url, user_id)
     client.restore_login(user_id, "DEVICE", server.add_user(user_id))
+    client.delayed_events_limits = server.limits
     return client
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    worker_output = getattr(session.config, "workeroutput", None)
+    if worker_output is not None:
+        # A pytest-xdist worker: its figures go to the controller, which writes the file.
+        worker_output["reliability"] = json.dumps(RESULTS)
+        return
     if RESULTS:
         out = Path(__file__).resolve().parent.parent / "build" / "reliability.json"
         out.parent.mkdir(exist_ok=True)
         out.write_text(json.dumps(RESULTS, indent=2, sort_keys=True))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """pytest-xdist: gather a worker's figures (a scenario's are keyed by Synapse version, and
+    each generation may run on another worker)."""
+    figures: dict[str, object] = json.loads(node.workeroutput.get("reliability", "{}"))
+    for key, value in figures.items():
+        mine = RESULTS.get(key)
+        if isinstance(mine, dict) and isinstance(value, dict):
+            mine.update(value)
+        else:
+            RESULTS[key] = value

@@ -32,10 +32,13 @@ PURE = {
         "transport",
         "validation",
         "wire",
+        "limits",
     )
 }
 KEEPALIVE = f"{ROOT}._keepalive"
 CLIENT = f"{ROOT}.mixin"
+#: The parts the mixin assembles the client from.
+CLIENT_PARTS = f"{ROOT}._client"
 CLI = f"{ROOT}.cli"
 
 
@@ -109,15 +112,20 @@ def pure_modules_import_only_pure_modules(edges: list[Import]) -> list[str]:
     ]
 
 
-def keepalive_knows_the_client_only_by_its_port(edges: list[Import]) -> list[str]:
-    """The keep-alive imports the protocol modules and itself, never the client (not even for
-    type checking): it reaches the client through the ``KeepAliveClient`` protocol."""
+def _beyond_protocol(edges: list[Import], package: str) -> list[str]:
+    """Imports by ``package`` of anything but the protocol modules and ``package`` itself."""
     return [
         f"{edge.source} imports {edge.target}"
         for edge in edges
-        if _within(edge.source, KEEPALIVE)
-        and not (edge.target in PURE or _within(edge.target, KEEPALIVE))
+        if _within(edge.source, package)
+        and not (edge.target in PURE or _within(edge.target, package))
     ]
+
+
+def keepalive_knows_the_client_only_by_its_port(edges: list[Import]) -> list[str]:
+    """The keep-alive imports the protocol modules and itself, never the client (not even for
+    type checking): it reaches the client through the ``KeepAliveClient`` protocol."""
+    return _beyond_protocol(edges, KEEPALIVE)
 
 
 def keepalive_insides_stay_inside(edges: list[Import]) -> list[str]:
@@ -128,6 +136,22 @@ def keepalive_insides_stay_inside(edges: list[Import]) -> list[str]:
         if not _within(edge.source, KEEPALIVE)
         for target in _targets(edge)
         if target.startswith(KEEPALIVE + ".")
+    ]
+
+
+def client_parts_know_only_the_protocol(edges: list[Import]) -> list[str]:
+    """The client's parts import the protocol modules and each other: not the mixin that
+    assembles them, not the keep-alive built on them."""
+    return _beyond_protocol(edges, CLIENT_PARTS)
+
+
+def client_parts_are_assembled_only_by_the_mixin(edges: list[Import]) -> list[str]:
+    return [
+        f"{edge.source} imports {target}"
+        for edge in edges
+        if not _within(edge.source, CLIENT_PARTS) and edge.source != CLIENT
+        for target in _targets(edge)
+        if _within(target, CLIENT_PARTS)
     ]
 
 
@@ -151,6 +175,8 @@ RULES: list[Callable[[list[Import]], list[str]]] = [
     pure_modules_import_only_pure_modules,
     keepalive_knows_the_client_only_by_its_port,
     keepalive_insides_stay_inside,
+    client_parts_know_only_the_protocol,
+    client_parts_are_assembled_only_by_the_mixin,
     cli_uses_the_public_api,
 ]
 
@@ -164,6 +190,7 @@ def test_the_graph_is_read_from_the_source() -> None:
     edges = package_imports()
     assert Import(CLIENT, KEEPALIVE, ("DeadMansSwitch", "KeepAliveManager")) in edges
     assert Import(f"{KEEPALIVE}.manager", f"{KEEPALIVE}.ports", ("KeepAliveClient",)) in edges
+    assert Import(CLIENT, f"{CLIENT_PARTS}.calls", ("DelayedCalls",)) in edges
 
 
 @pytest.mark.parametrize(
@@ -178,6 +205,16 @@ def test_the_graph_is_read_from_the_source() -> None:
         ),
         (keepalive_insides_stay_inside, Import(CLIENT, f"{KEEPALIVE}.budget")),
         (keepalive_insides_stay_inside, Import(f"{CLI}.run", KEEPALIVE, ("switch",))),
+        (client_parts_know_only_the_protocol, Import(f"{CLIENT_PARTS}.calls", CLIENT)),
+        (client_parts_know_only_the_protocol, Import(f"{CLIENT_PARTS}.state", KEEPALIVE)),
+        (
+            client_parts_are_assembled_only_by_the_mixin,
+            Import(f"{KEEPALIVE}.arming", CLIENT_PARTS, ("calls",)),
+        ),
+        (
+            client_parts_are_assembled_only_by_the_mixin,
+            Import(f"{ROOT}.testing.fake_homeserver", f"{CLIENT_PARTS}.session"),
+        ),
         (cli_uses_the_public_api, Import(f"{CLI}.run", KEEPALIVE, ("KeepAliveManager",))),
         (cli_uses_the_public_api, Import(f"{CLI}.run", CLIENT, ("DelayedAsyncClient",))),
     ],

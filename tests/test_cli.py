@@ -1,4 +1,5 @@
-"""The nio-delayed command, against real Synapse where it talks to a server."""
+"""The nio-delayed command: against real Synapse where it talks to a server, and against the fake
+homeserver for the details that need none (errors, pipes, the parent-death signal)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,15 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from nio_delayed.cli import main
 from nio_delayed.devserver import DevServer
+from nio_delayed.testing import FakeHomeserver
 
 from .conftest import Room
-
-pytestmark = pytest.mark.synapse
 
 CONTENT = json.dumps({"msgtype": "m.text", "body": "from the cli"})
 
@@ -143,9 +144,10 @@ async def test_bad_input_is_refused_with_a_clear_message(room: Room, env_for, ca
     code, _, err = await cli(capsys, "restart", "syd_doesnotexist")
     assert code == 1
     assert "error [not_found] 404 M_NOT_FOUND" in err
-    code, out, _ = await cli(capsys, "cancel", "syd_doesnotexist", "--json")
+    code, out, err = await cli(capsys, "cancel", "syd_doesnotexist", "--json")
     assert code == 1
-    assert json.loads(out)["error"]["kind"] == "not_found"
+    assert out == ""
+    assert json.loads(err)["error"]["kind"] == "not_found"
 
 
 async def test_unsupported_server_is_reported(
@@ -248,6 +250,7 @@ def test_run_needs_a_command() -> None:
     assert "give the command to run after --" in result.stderr
 
 
+@pytest.mark.synapse
 def test_devserver_command_prints_credentials_and_stops_on_ctrl_c() -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "nio_delayed", "devserver", "--json", "--users", "bot,alice"],
@@ -272,6 +275,7 @@ def test_devserver_command_prints_credentials_and_stops_on_ctrl_c() -> None:
             process.stdout.close()
 
 
+@pytest.mark.synapse
 def test_demo_runs_the_whole_story() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "nio_delayed", "demo", "--alive", "3"],
@@ -289,3 +293,95 @@ def test_demo_runs_the_whole_story() -> None:
     late_ms = float(re.search(r"([+-]\d+) ms from the deadline", out).group(1))  # type: ignore[union-attr]
     assert -600 <= late_ms <= 1000  # status lines are 0.5 s apart: the prediction is that fresh
     assert "Synapse stopped and its files deleted." in out
+
+
+def env_of_fake(fake: FakeHomeserver) -> dict[str, str]:
+    return {
+        **os.environ,
+        "MATRIX_HOMESERVER": fake.url,
+        "MATRIX_USER_ID": "@bot:fake",
+        "MATRIX_ACCESS_TOKEN": fake.add_user("@bot:fake"),
+    }
+
+
+async def test_errors_go_to_stderr_also_with_json(
+    fake: FakeHomeserver, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, value in env_of_fake(fake).items():
+        monkeypatch.setenv(name, value)
+    code, out, err = await cli(capsys, "show", "syd_nosuchevent", "--json")
+    assert code == 1
+    assert out == ""  # stdout holds results only: `| jq` never reads an error as one
+    assert json.loads(err)["error"]["kind"] == "not_found"
+
+
+async def test_a_homeserver_url_without_a_scheme_gets_a_hint(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = await cli(
+        capsys, "list", "--homeserver", "matrix.example.org", "--user-id", "@bot:example.org",
+        "--access-token", "t",
+    )  # fmt: skip
+    assert code == 2
+    assert "did you mean https://matrix.example.org?" in err
+    assert out == ""
+
+
+async def test_a_closed_pipe_ends_the_command_quietly(fake: FakeHomeserver) -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before anything is written, as after `| head -1`
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "nio_delayed", "support",
+            env=env_of_fake(fake), stdout=write_end, stderr=subprocess.PIPE,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    _, err = await asyncio.wait_for(process.communicate(), 60)
+    assert err.decode() == ""  # no traceback, no "Exception ignored"
+    assert process.returncode == 128 + signal.SIGPIPE
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie waiting for its reaper is not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux parent-death signal")
+async def test_run_takes_its_command_down_when_the_wrapper_is_killed(
+    fake: FakeHomeserver, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "pid"
+    child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    wrapper = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "nio_delayed", "run", "--room", "!r:fake", "--type",
+        "org.example.status", "--state-key", "", "--content", "{}", "--delay", "30s",
+        "--events", "none", "--", sys.executable, "-c", child,
+        env=env_of_fake(fake),
+    )  # fmt: skip
+    pid = None
+    try:
+        for _ in range(600):
+            if pid_file.exists() and pid_file.read_text():
+                pid = int(pid_file.read_text())
+                break
+            await asyncio.sleep(0.1)
+        assert pid is not None, "the command did not start"
+        assert _running(pid)
+        wrapper.kill()  # SIGKILL: the wrapper cannot pass anything on itself
+        await asyncio.wait_for(wrapper.wait(), 10)
+        for _ in range(50):
+            if not _running(pid):
+                break
+            await asyncio.sleep(0.1)
+        assert not _running(pid), "the command outlived its killed wrapper"
+    finally:
+        if wrapper.returncode is None:
+            wrapper.kill()
+            await wrapper.wait()
+        if pid is not None and _running(pid):
+            os.kill(pid, signal.SIGKILL)

@@ -38,9 +38,9 @@ from nio_delayed import (
 )
 from nio_delayed.devserver import DevServer, DevUser
 
-from .conftest import unique
+from .conftest import needs_e2e, unique
 
-pytestmark = pytest.mark.synapse
+pytestmark = [pytest.mark.synapse, needs_e2e]
 
 ENCRYPTION = {
     "type": "m.room.encryption",

@@ -15,7 +15,10 @@ from nio.rooms import MatrixRoom
 
 from nio_delayed import DelayedAsyncClient, ErrorKind, RequestPolicy, RoomSendDelayedError
 
+from .conftest import needs_e2e
 from .test_client_mocked import HS, ROOM, legacy_server
+
+pytestmark = needs_e2e
 
 
 @pytest.fixture

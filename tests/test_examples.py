@@ -14,11 +14,12 @@ from nio import RoomCreateResponse, RoomGetStateEventResponse
 
 from nio_delayed import DelayedEventsListResponse
 
-from .conftest import Room
+from .conftest import Room, needs_niobot
 
 pytestmark = pytest.mark.synapse
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+SYNCING_BOTS = ["sync_bot.py", pytest.param("niobot_bot.py", marks=needs_niobot)]
 
 
 class Example:
@@ -215,7 +216,7 @@ async def test_many_rooms_keeps_one_switch_per_room_and_all_fire_when_killed(roo
         bot.close()
 
 
-@pytest.mark.parametrize("script", ["sync_bot.py", "niobot_bot.py"])
+@pytest.mark.parametrize("script", SYNCING_BOTS)
 async def test_a_syncing_bot_answers_while_its_switch_lives_and_a_sigterm_sends_offline_at_once(
     room: Room, script: str
 ) -> None:
@@ -243,7 +244,7 @@ async def test_a_syncing_bot_answers_while_its_switch_lives_and_a_sigterm_sends_
         bot.close()
 
 
-@pytest.mark.parametrize("script", ["sync_bot.py", "niobot_bot.py"])
+@pytest.mark.parametrize("script", SYNCING_BOTS)
 async def test_a_syncing_bot_killed_hard_goes_offline_one_delay_later(
     room: Room, script: str
 ) -> None:

@@ -139,7 +139,7 @@ async def test_cancel_send_and_the_conflicts_between_them(
         assert isinstance(resp, UpdateDelayedEventError)
         assert (resp.kind, resp.http_status) == (ErrorKind.CONFLICT, 409)
     assert len(server.room_events) == 1
-    # Management is unauthenticated in the MSC, but the client sends its token anyway.
+    # The merged MSC authenticates management (Synapse does not): the token always goes.
     assert all(r.authenticated for r in server.requests_to("/delayed_events/"))
 
 

@@ -23,12 +23,6 @@ from nio_delayed.testing import FakeHomeserver, Fault
 
 from .conftest import fake_client
 
-# Wired in the client by the lead after the package split; these then pass (strict: the marker
-# must go when they do).
-NEEDS_WIRING = pytest.mark.xfail(
-    strict=True, reason="needs the mixin/keep-alive wiring of the hardening branch"
-)
-
 LONE_SURROGATE = "\ud800"
 HOSTILE_CONTENT: list[Any] = [
     {"a": LONE_SURROGATE},
@@ -99,7 +93,6 @@ async def _schedule(server: FakeHomeserver) -> object:
         await client.close()
 
 
-@NEEDS_WIRING
 @pytest.mark.parametrize("delay_id", ["..", ".", "has space", "\u0000"])
 async def test_a_delay_id_the_library_could_not_manage_is_a_server_error(
     fake: FakeHomeserver, delay_id: str
@@ -110,7 +103,6 @@ async def test_a_delay_id_the_library_could_not_manage_is_a_server_error(
     assert result.kind is ErrorKind.SERVER_ERROR
 
 
-@NEEDS_WIRING
 async def test_a_redirect_is_not_followed(fake: FakeHomeserver) -> None:
     async with FakeHomeserver() as elsewhere:
         fake.inject(
@@ -127,7 +119,6 @@ async def test_a_redirect_is_not_followed(fake: FakeHomeserver) -> None:
     assert "not followed" in result.message
 
 
-@NEEDS_WIRING
 async def test_an_answer_too_long_to_read_is_a_server_error(fake: FakeHomeserver) -> None:
     fake.inject(Fault(path_contains="/delayed_event/", status=200, body="x" * (2 << 20)))
     result = await _schedule(fake)
@@ -136,7 +127,6 @@ async def test_an_answer_too_long_to_read_is_a_server_error(fake: FakeHomeserver
     assert "too long" in result.message
 
 
-@NEEDS_WIRING
 async def test_secrets_a_server_echoes_stay_out_of_errors(fake: FakeHomeserver) -> None:
     client = await fake_client(fake)
     token = client.access_token
@@ -161,7 +151,6 @@ async def test_secrets_a_server_echoes_stay_out_of_errors(fake: FakeHomeserver) 
             assert delay_id not in text
 
 
-@NEEDS_WIRING
 async def test_a_policy_given_as_its_value_works_as_that_policy(fake: FakeHomeserver) -> None:
     client = await fake_client(fake)
     manager = KeepAliveManager(client)

@@ -8,6 +8,7 @@ from nio_delayed.request_builders import (
     DelayedEventAction,
     list_request,
     lookup_request,
+    msc4486_list_request,
     probe_request,
     schedule_request,
     update_request,
@@ -129,6 +130,17 @@ def test_list_with_and_without_pagination_token() -> None:
     assert list_request(Dialect.LEGACY).path == f"{UNSTABLE}/delayed_events"
     assert list_request(Dialect.STABLE).path == "/_matrix/client/v1/delayed_events"
     assert list_request(Dialect.STABLE, "b 1").path == "/_matrix/client/v1/delayed_events?from=b+1"
+
+
+def test_msc4486_listing_carries_its_filters() -> None:
+    unstable = msc4486_list_request(stable=False)
+    assert unstable.path == "/_matrix/client/unstable/org.matrix.msc4486/delayed_events"
+    filtered = msc4486_list_request(
+        stable=True, from_token="b 1", status="failed", room_id="!r:hs", event_type="m.x"
+    )
+    assert filtered.path == (
+        "/_matrix/client/v1/delayed_events?status=failed&room_id=%21r%3Ahs&type=m.x&from=b+1"
+    )
 
 
 def test_probe_cannot_schedule_anything() -> None:

@@ -9,8 +9,9 @@ import asyncio
 import time
 from datetime import timedelta
 
+import aiohttp
 import pytest
-from nio import RoomGetStateEventResponse
+from nio import MessageDirection, RoomGetStateEventResponse, RoomMessagesResponse
 
 from nio_delayed import (
     DelayedEventsListResponse,
@@ -19,6 +20,7 @@ from nio_delayed import (
     Dialect,
     ErrorKind,
     GetDelayedEventResponse,
+    Listing,
     RoomPutStateDelayedResponse,
     RoomSendDelayedError,
     RoomSendDelayedResponse,
@@ -145,6 +147,75 @@ async def test_lookup_and_list(room: Room) -> None:
     assert by_id[state.delay_id].type == "org.example.status"
     for delay_id in by_id:
         await room.bot.cancel_delayed_event(delay_id)
+
+
+async def test_released_synapse_keeps_its_msc4140_listing_and_filters_work_on_it(
+    room: Room,
+) -> None:
+    """No released Synapse has MSC4486: the older listing serves, and the filters are applied
+    by the client (Synapse lists scheduled events only, and takes no filter)."""
+    support = await room.bot.delayed_events_support()
+    assert isinstance(support, DelayedEventsSupportResponse)
+    assert support.listing is Listing.MSC4140
+    message = await room.bot.room_send_delayed(room.room_id, "m.room.message", TEXT, 60_000)
+    state = await room.bot.room_put_state_delayed(
+        room.room_id, "org.example.status", {"online": False}, 60_000, "bot"
+    )
+    assert isinstance(message, RoomSendDelayedResponse)
+    assert isinstance(state, RoomPutStateDelayedResponse)
+
+    async def ids(**filters: object) -> set[str]:
+        listing = await room.bot.delayed_events(**filters)  # type: ignore[arg-type]
+        assert isinstance(listing, DelayedEventsListResponse), listing
+        return {e.delay_id for e in listing.delayed_events}
+
+    both = {message.delay_id, state.delay_id}
+    assert await ids(status=DelayedEventStatus.SCHEDULED) == both
+    assert await ids(room_id=room.room_id) == both
+    assert await ids(event_type="org.example.status") == {state.delay_id}
+    assert await ids(room_id="!elsewhere:localhost") == set()
+    await room.bot.cancel_delayed_event(message.delay_id)
+    assert await ids(status="cancelled") == set()  # Synapse keeps no finalised records
+    assert await ids() == {state.delay_id}
+    await room.bot.cancel_delayed_event(state.delay_id)
+
+
+async def test_only_the_sender_sees_the_delay_id_of_a_fired_event(room: Room) -> None:
+    resp = await room.bot.room_send_delayed(room.room_id, "m.room.message", TEXT, 300)
+    assert isinstance(resp, RoomSendDelayedResponse)
+
+    async def arrived() -> bool:
+        return bool(await room.messages())
+
+    await room.wait_for(arrived, timeout=5)
+    [seen_by_other] = await room.messages()
+    mine = await room.bot.room_messages(room.room_id, direction=MessageDirection.back, limit=20)
+    assert isinstance(mine, RoomMessagesResponse)
+    [seen_by_sender] = [e.source for e in mine.chunk if e.source.get("type") == "m.room.message"]
+    key = "org.matrix.msc4140.delay_id"
+    assert key not in seen_by_other.get("unsigned", {})
+    if room.server.version == CURRENT_SYNAPSE:
+        assert seen_by_sender["unsigned"][key] == resp.delay_id
+    else:  # 1.142 predates the field
+        assert key not in seen_by_sender.get("unsigned", {})
+
+
+async def test_management_without_a_token(room: Room) -> None:
+    """The merged MSC authenticates management; Synapse 1.143+ still takes the delay_id alone
+    (the client always sends its token)."""
+    resp = await room.bot.room_send_delayed(room.room_id, "m.room.message", TEXT, 60_000)
+    assert isinstance(resp, RoomSendDelayedResponse)
+    current = room.server.version == CURRENT_SYNAPSE
+    base = f"{room.server.url}/_matrix/client/unstable/org.matrix.msc4140/delayed_events"
+    url, body = (
+        (f"{base}/{resp.delay_id}/restart", {})
+        if current
+        else (f"{base}/{resp.delay_id}", {"action": "restart"})
+    )
+    async with aiohttp.ClientSession() as session, session.post(url, json=body) as answer:
+        status = answer.status
+    assert status == (200 if current else 401)
+    await room.bot.cancel_delayed_event(resp.delay_id)
 
 
 async def test_delay_above_maximum_is_refused(room: Room) -> None:

@@ -4,6 +4,7 @@ names from :mod:`nio_delayed`)."""
 from .events import EventStream
 from .machine import Backoff, SwitchState, SwitchStats
 from .manager import KeepAliveManager
+from .planning import Capacity
 from .ports import KeepAliveClient
 from .switch import (
     AliveEvent,
@@ -23,6 +24,7 @@ from .switch import (
 __all__ = [
     "AliveEvent",
     "Backoff",
+    "Capacity",
     "DeadMansSwitch",
     "EventStream",
     "ExitPolicy",

@@ -3,6 +3,7 @@ process (take, adopt, cancel), and publishing the "alive" event."""
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 
@@ -17,11 +18,16 @@ from ..responses import (
 )
 from ..support import Dialect
 from ..wire import ENCRYPTED_TYPE
+from .budget import Bucket, Priority
 from .context import GONE, HOPELESS, KeepAliveContext
 from .registry import identity, identity_of
 from .switch import LeftoverPolicy, SwitchArmError, SwitchEventKind, SwitchRuntime
 
 __all__ = ["Arming"]
+
+# A leftover must be adopted or cancelled (else it fires while the new process lives): try
+# harder than for one restart, each try waiting its turn in the budget.
+_LEFTOVER_ATTEMPTS = 8
 
 
 class Arming:
@@ -69,10 +75,15 @@ class Arming:
 
     async def arm(self, switch: SwitchRuntime, attempts: int = 3) -> DelayedEventError | None:
         """Schedule the switch's event; on success the machine is armed. Returns the error."""
-        switch.tx_id = switch.tx_id or f"nio-delayed-{uuid.uuid4()}"
-        sent_at = self._ctx.clock.now()
-        sent_wall_ms = _wall_ms()
-        resp = await self._schedule(switch, switch.tx_id, attempts)
+        tx_id = switch.tx_id = switch.tx_id or f"nio-delayed-{uuid.uuid4()}"
+        resp, sent_at = await self._ctx.request(
+            Bucket.SCHEDULING,
+            Priority.ARM,
+            lambda _: self._schedule(switch, tx_id),
+            switch=switch,
+            attempts=attempts,
+        )
+        sent_wall_ms = _wall_ms() - round((self._ctx.clock.now() - sent_at) * 1000)
         if isinstance(resp, DelayedEventError):
             if not self._may_have_scheduled(switch, resp):
                 return resp
@@ -91,10 +102,10 @@ class Arming:
         return None
 
     async def _schedule(
-        self, switch: SwitchRuntime, tx_id: str, attempts: int
+        self, switch: SwitchRuntime, tx_id: str
     ) -> RoomSendDelayedResponse | RoomPutStateDelayedResponse | DelayedEventError:
         s = switch.settings
-        policy = self._ctx.policy(attempts)
+        policy = self._ctx.policy()
         if s.state_key is None:
             return await self._client.room_send_delayed(
                 s.room_id,
@@ -117,7 +128,13 @@ class Arming:
         )
 
     async def _find_unowned(self, switch: SwitchRuntime) -> DelayedEvent | None:
-        listing = await self._client.delayed_events(policy=self._ctx.policy(3))
+        listing, _ = await self._ctx.request(
+            Bucket.MANAGEMENT,
+            Priority.KEEP,
+            lambda _: self._client.delayed_events(policy=self._ctx.policy()),
+            switch=switch,
+            attempts=3,
+        )
         if not isinstance(listing, DelayedEventsListResponse):
             return None
         owned = {s.delay_id for s in self._ctx.switches}
@@ -136,13 +153,19 @@ class Arming:
         alive = switch.settings.alive
         if alive is None:
             return
-        result = await self._client.send_event_bounded(
-            switch.settings.room_id,
-            alive.event_type,
-            alive.content,
-            alive.state_key,
-            ignore_unverified_devices=switch.settings.ignore_unverified_devices,
-            policy=self._ctx.policy(3),
+        result, _ = await self._ctx.request(
+            Bucket.SCHEDULING,
+            Priority.ALIVE,
+            lambda _: self._client.send_event_bounded(
+                switch.settings.room_id,
+                alive.event_type,
+                alive.content,
+                alive.state_key,
+                ignore_unverified_devices=switch.settings.ignore_unverified_devices,
+                policy=self._ctx.policy(),
+            ),
+            switch=switch,
+            attempts=3,
         )
         switch.alive_pending = isinstance(result, DelayedEventError)
         if isinstance(result, DelayedEventError):
@@ -182,10 +205,13 @@ class Arming:
                 # A different event now (or an encrypted one, whose text cannot be compared):
                 # arm the new one, then cancel this one.
                 continue
-            sent_at = self._ctx.clock.now()
             sent_wall_ms = _wall_ms()
-            resp = await self._client.restart_delayed_event(
-                leftover.delay_id, policy=self._ctx.policy(3)
+            resp, sent_at = await self._ctx.request(
+                Bucket.MANAGEMENT,
+                Priority.KEEP,
+                functools.partial(self._restart, leftover.delay_id),
+                switch=switch,
+                attempts=_LEFTOVER_ATTEMPTS,
             )
             leftovers.remove(leftover)
             if isinstance(resp, UpdateDelayedEventResponse):
@@ -202,9 +228,20 @@ class Arming:
                 # Neither live nor gone for sure: leave it to be cancelled after arming.
                 leftovers.append(leftover)
 
+    async def _restart(
+        self, delay_id: str, _: float
+    ) -> UpdateDelayedEventResponse | DelayedEventError:
+        return await self._client.restart_delayed_event(delay_id, policy=self._ctx.policy())
+
     async def _cancel_leftover(self, switch: SwitchRuntime, leftover: DelayedEvent) -> None:
-        resp = await self._client.cancel_delayed_event(
-            leftover.delay_id, policy=self._ctx.policy(3)
+        resp, _ = await self._ctx.request(
+            Bucket.MANAGEMENT,
+            Priority.STOP,
+            lambda _: self._client.cancel_delayed_event(
+                leftover.delay_id, policy=self._ctx.policy()
+            ),
+            switch=switch,
+            attempts=_LEFTOVER_ATTEMPTS,
         )
         if isinstance(resp, UpdateDelayedEventResponse) or resp.kind in GONE:
             message = f"cancelled {leftover.delay_id!r} left by a previous process"

@@ -26,6 +26,8 @@ _LOG_LEVELS = {
     SwitchEventKind.STALL: logging.WARNING,
     SwitchEventKind.FAILED: logging.ERROR,
     SwitchEventKind.OVERWRITTEN: logging.WARNING,
+    SwitchEventKind.OVER_BUDGET: logging.WARNING,
+    SwitchEventKind.UNDELIVERABLE: logging.WARNING,
 }
 
 
@@ -86,6 +88,8 @@ class Emitter:
         handle = switch.handle
         event = SwitchEvent(kind, handle, handle.state, message, self._now(), error)
         level = _LOG_LEVELS.get(kind, logging.INFO)
+        if error is not None and kind is SwitchEventKind.STOPPED:
+            level = logging.WARNING  # the exit policy could not be carried out
         if logger.isEnabledFor(level):
             logger.log(level, "%r: %s: %s", handle, kind.value, message)
         for callback in (*self.callbacks, *switch.callbacks):

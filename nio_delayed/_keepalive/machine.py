@@ -235,6 +235,22 @@ class SwitchMachine:
         if self.failures:
             self._stats.retries += 1
 
+    def warned(self) -> bool:
+        """Something (a long rate-limit hint) threatens the deadline before any restart could
+        fail: an armed switch is at risk. True if it just became so."""
+        if self.state is not SwitchState.ARMED:
+            return False
+        self._state = SwitchState.AT_RISK
+        return True
+
+    def replanned(self, interval: float) -> None:
+        """Restart every ``interval`` seconds from now on (the budget's plan)."""
+        if not 0 < interval < self.delay:
+            raise ValueError(
+                f"a restart interval of {interval} s cannot keep a {self.delay} s delay"
+            )
+        self.interval = interval
+
     def rate_limit_waited(self) -> None:
         """A 429 made the switch wait."""
         self._stats.rate_limit_waits += 1

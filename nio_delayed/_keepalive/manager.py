@@ -1,9 +1,10 @@
 """The keep-alive manager: restarts any number of dead-man's switches from one scheduler.
 
 It assembles the parts: :mod:`.scheduler` owns the schedule and hands due switches to request
-tasks, :mod:`.budget` paces them after a 429, :mod:`.restart`, :mod:`.arming` and
-:mod:`.overwrite` do the requests, :mod:`.machine` decides each switch's state and timing, and
-:mod:`.events` reports what happened.
+tasks, :mod:`.budget` models the server's rate limits and lets each request go in its turn,
+:mod:`.planning` fits the switches' restarts into that budget and says what it cannot keep,
+:mod:`.restart`, :mod:`.arming`, :mod:`.overwrite` and :mod:`.stopping` do the requests,
+:mod:`.machine` decides each switch's state and timing, and :mod:`.events` reports it all.
 """
 
 from __future__ import annotations
@@ -17,14 +18,24 @@ from datetime import timedelta
 from typing import Any
 
 from ..clock import Clock, SystemClock
+from ..limits import ServerLimits
 from ..responses import DelayedEventsListResponse, DelayedEventsSupportError
-from ..validation import check_content, check_event, check_event_type, check_state_key, delay_to_ms
+from ..validation import (
+    check_content,
+    check_event,
+    check_event_type,
+    check_state_key,
+    coerce_policy,
+    delay_to_ms,
+)
 from ..wire import SWITCH_KEY_FIELD
 from .arming import Arming
+from .budget import Bucket, Priority
 from .context import KeepAliveContext
 from .events import EventStream, sum_stats
 from .machine import Backoff, SwitchMachine, SwitchStats, default_interval
 from .overwrite import OverwriteGuard
+from .planning import Capacity, Planner
 from .ports import KeepAliveClient
 from .registry import identity
 from .restart import Restarter
@@ -55,26 +66,35 @@ class KeepAliveManager:
             await manager.add(room_id, "m.room.message", offline, delay=timedelta(seconds=30))
             ...
 
-    ``request_timeout``: the longest one restart attempt may take (less when the deadline is
-    nearer). ``max_in_flight``: requests at once. ``stall_threshold``: how late (s) the scheduler
-    may wake before it reports an event-loop stall or a host suspend. ``track_lateness`` keeps
-    how late each restart left (see ``lateness``). ``clock`` and ``seed`` are for tests.
+    ``limits``: the server's rate limits as far as you know them (default: the client's
+    ``delayed_events_limits``, which defaults to Synapse's defaults); every request goes through
+    a budget that models them and learns tighter ones from the server's answers (see
+    :meth:`capacity`). ``request_timeout``: the longest one restart attempt may take (less when
+    the deadline is nearer). ``max_in_flight``: requests on the wire at once. ``stall_threshold``:
+    how late (s) the scheduler may wake before it reports an event-loop stall or a host suspend.
+    ``stop_timeout``: how long stopping a switch keeps trying to cancel or send its event (for
+    instance through rate limits). ``track_lateness`` keeps how late each restart left (see
+    ``lateness``). ``clock`` and ``seed`` are for tests.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913  # the public signature: one keyword per option
         self,
         client: KeepAliveClient,
         *,
+        limits: ServerLimits | None = None,
         request_timeout: float = 10.0,
         max_in_flight: int = 32,
         stall_threshold: float = 1.0,
+        stop_timeout: float = 30.0,
         backoff: Backoff | None = None,
         clock: Clock | None = None,
         seed: int | None = None,
         track_lateness: bool = False,
     ) -> None:
-        if request_timeout <= 0 or max_in_flight < 1 or stall_threshold <= 0:
-            raise ValueError("request_timeout and stall_threshold must be > 0, max_in_flight >= 1")
+        if not (request_timeout > 0 and stall_threshold > 0 and stop_timeout >= 0):
+            raise ValueError("request_timeout and stall_threshold must be > 0, stop_timeout >= 0")
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be >= 1")
         self.client = client
         self.request_timeout = request_timeout
         self.max_in_flight = max_in_flight
@@ -88,17 +108,21 @@ class KeepAliveManager:
             max_in_flight=max_in_flight,
             backoff=self.backoff,
             rng=self.rng,
+            limits=limits or client.delayed_events_limits,
         )
+        self._planner = Planner(ctx)
+        ctx.switches.on_change = self._planner.replan
+        ctx.budget.on_change = lambda _: self._planner.replan()
         self._scheduler = Scheduler(
             ctx, stall_threshold=stall_threshold, track_lateness=track_lateness
         )
         self._arming = Arming(ctx)
         self._guard = OverwriteGuard(ctx, self._scheduler.schedule)
         self._restarter = Restarter(ctx, self._arming, self._guard)
-        self._stopping = Stopping(ctx)
+        self._stopping = Stopping(ctx, stop_timeout)
         self._scheduler_task: asyncio.Task[None] | None = None
         self._start_lock = asyncio.Lock()
-        self._close_task: asyncio.Future[None] | None = None
+        self._close_task: asyncio.Future[list[DeadMansSwitch]] | None = None
         self._closing = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -134,7 +158,12 @@ class KeepAliveManager:
                 )
             self._ctx.dialect = support.dialect
             self._ctx.max_delay_ms = support.max_delay_ms
-            listing = await self.client.delayed_events(policy=self._ctx.policy(3))
+            listing, _ = await self._ctx.request(
+                Bucket.MANAGEMENT,
+                Priority.KEEP,
+                lambda _: self.client.delayed_events(policy=self._ctx.policy()),
+                attempts=3,
+            )
             if not isinstance(listing, DelayedEventsListResponse):
                 raise KeepAliveError(
                     f"could not list the scheduled delayed events: {listing}", listing
@@ -153,11 +182,16 @@ class KeepAliveManager:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def close(self) -> None:
-        """Stop every switch by its exit policy, then the scheduler. Safe to call again."""
+    async def close(self) -> list[DeadMansSwitch]:
+        """Stop every switch by its exit policy, then the scheduler. Safe to call again.
+
+        Cancels and sends go out as fast as the server's rate limit allows, nearest deadline
+        first, and are tried again through 429s (see ``stop_timeout``). Returns the switches
+        whose event could not be ended as asked (each also reported, at WARNING): those fire by
+        themselves when their delay runs out."""
         self._begin_close()
         assert self._close_task is not None
-        await asyncio.shield(self._close_task)
+        return list(await asyncio.shield(self._close_task))
 
     def close_soon(self) -> None:
         """Begin :meth:`close` from anywhere, a signal handler included; returns at once.
@@ -186,15 +220,17 @@ class KeepAliveManager:
     def closed(self) -> bool:
         return self._close_task is not None
 
-    async def _close(self) -> None:
+    async def _close(self) -> list[DeadMansSwitch]:
         self.client.remove_sync_observer(self._guard.on_sync)
-        await asyncio.gather(*(self._stopping.stop(s, None) for s in self._ctx.switches))
+        switches = list(self._ctx.switches)
+        ended = await asyncio.gather(*(self._stopping.stop(s, None) for s in switches))
         if self._scheduler_task is not None:
             self._scheduler_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._scheduler_task
         self._scheduler.cancel_tasks()
         self._ctx.emitter.close_streams()
+        return [s.handle for s, done in zip(switches, ended, strict=True) if not done]
 
     # -- observing -------------------------------------------------------------------------
 
@@ -221,9 +257,16 @@ class KeepAliveManager:
         return self._scheduler.stalls
 
     @property
-    def gate_closures(self) -> int:
-        """How often a 429 closed the gate for every switch (or kept it closed longer)."""
-        return self._ctx.budget.closures
+    def rate_limited(self) -> int:
+        """How many of the keep-alive's requests the server answered with 429."""
+        budget = self._ctx.budget
+        return sum(int(budget.counters(bucket)["rate_limited"] or 0) for bucket in Bucket)
+
+    def capacity(self) -> Capacity:
+        """What the request budget can keep: restarts a second planned and needed, the
+        switches beyond it, how many switches of a delay fit (``max_switches(delay)``), how long
+        arming more takes, and how many events the server would deliver if the bot died now."""
+        return self._planner.capacity()
 
     @property
     def lateness(self) -> collections.deque[float] | None:
@@ -249,6 +292,7 @@ class KeepAliveManager:
         on_overwrite: OverwritePolicy = OverwritePolicy.REARM,
         key: str = "default",
         ignore_unverified_devices: bool = False,
+        priority: int = 0,
     ) -> DeadMansSwitch:
         """Arm a switch and keep it from firing; returns once it is armed (and "alive" sent).
 
@@ -260,9 +304,16 @@ class KeepAliveManager:
         ``on_overwrite`` (state switches): what to do when another user writes the same state,
         seen in the client's sync (see :class:`OverwritePolicy`). In an encrypted room, message
         events are encrypted (``ignore_unverified_devices`` as for nio's ``room_send``).
+        ``priority``: when the server's rate limit cannot keep every switch, higher ones are
+        kept first (then the ones added first); the others are reported (``OVER_BUDGET``).
         Raises ``InvalidInput`` for bad arguments, :class:`UnsupportedServerError` on a server
         without delayed events, :class:`SwitchArmError` if the event could not be scheduled.
         """
+        # A policy given as its value ("send") is that policy; anything else is refused.
+        on_exit = coerce_policy(ExitPolicy, on_exit, "on_exit")
+        on_lost = coerce_policy(LostPolicy, on_lost, "on_lost")
+        on_leftover = coerce_policy(LeftoverPolicy, on_leftover, "on_leftover")
+        on_overwrite = coerce_policy(OverwritePolicy, on_overwrite, "on_overwrite")
         if state_key is None:
             content = {**content, SWITCH_KEY_FIELD: check_state_key(key)}
         room_id, event_type, content, state_key = check_event(
@@ -289,8 +340,10 @@ class KeepAliveManager:
             on_leftover,
             on_overwrite,
             ignore_unverified_devices,
+            priority,
         )
         switch = self._new_switch(settings, restart_interval)
+        switch.order = self._planner.next_order()
         await self._arming.arm_new(switch)
         self._ctx.switches.add(switch)
         if self._close_task is not None:

@@ -4,19 +4,22 @@ applies the switch's :class:`OverwritePolicy`, so a switch behaves the same on e
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from nio.responses import SyncResponse
 
 from ..models import DelayedEventStatus
 from ..responses import DelayedEventError, GetDelayedEventResponse
+from .budget import Bucket, Priority
 from .context import GONE, KeepAliveContext
 from .machine import SwitchState
 from .registry import identity
 from .switch import Overwrite, OverwritePolicy, SwitchEventKind, SwitchRuntime
 
 __all__ = ["OverwriteGuard"]
+
+R = TypeVar("R")
 
 # States in which a switch's event is (or may be) scheduled: an overwrite concerns it.
 _GUARDED = (SwitchState.ARMED, SwitchState.AT_RISK, SwitchState.PROBABLY_FIRED)
@@ -72,8 +75,11 @@ class OverwriteGuard:
         s = switch.settings
         if s.state_key is None:
             return None
-        current = await self._client.current_state_event(
-            s.room_id, s.event_type, s.state_key, policy=self._ctx.policy()
+        state_key = s.state_key
+        current = await self._ctx.free_request(
+            lambda _: self._client.current_state_event(
+                s.room_id, s.event_type, state_key, policy=self._ctx.policy()
+            )
         )
         if not isinstance(current, dict):
             return None
@@ -87,8 +93,10 @@ class OverwriteGuard:
         then apply the switch's overwrite policy."""
         overwrite = switch.overwrite
         assert overwrite is not None
-        assert switch.delay_id is not None
-        found = await self._client.get_delayed_event(switch.delay_id, policy=self._ctx.policy())
+        found = await self._keep(
+            switch,
+            lambda delay_id: self._client.get_delayed_event(delay_id, policy=self._ctx.policy()),
+        )
         if switch not in self._ctx.switches:
             return
         if isinstance(found, GetDelayedEventResponse):
@@ -147,8 +155,10 @@ class OverwriteGuard:
     async def _cancel_ours(self, switch: SwitchRuntime, overwrite: Overwrite, what: str) -> bool:
         """Cancel our still scheduled event; False if it must be tried again (or the switch
         stopped meanwhile)."""
-        assert switch.delay_id is not None
-        resp = await self._client.cancel_delayed_event(switch.delay_id, policy=self._ctx.policy())
+        resp = await self._keep(
+            switch,
+            lambda delay_id: self._client.cancel_delayed_event(delay_id, policy=self._ctx.policy()),
+        )
         if switch not in self._ctx.switches:
             return False
         if isinstance(resp, DelayedEventError) and resp.kind not in GONE:
@@ -158,6 +168,19 @@ class OverwriteGuard:
             )
             return False
         return True
+
+    async def _keep(self, switch: SwitchRuntime, call: Callable[[str], Awaitable[R]]) -> R:
+        """A management request about ``switch``'s event, as urgent as its restarts."""
+        delay_id = switch.delay_id
+        assert delay_id is not None
+        answer, _ = await self._ctx.request(
+            Bucket.MANAGEMENT,
+            Priority.KEEP,
+            lambda _: call(delay_id),
+            switch=switch,
+            deadline=switch.machine.deadline,
+        )
+        return answer
 
 
 def _overwrite_of(switch: SwitchRuntime, event: dict[str, Any], me: str) -> Overwrite | None:

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from nio.responses import SyncResponse
 
+from ..limits import ServerLimits
 from ..responses import (
     DelayedEventError,
     DelayedEventsListError,
@@ -37,6 +38,9 @@ class KeepAliveClient(Protocol):
 
     @property
     def user_id(self) -> str: ...
+
+    #: The server's rate limits as far as the bot's operator knows them.
+    delayed_events_limits: ServerLimits
 
     async def delayed_events_support(
         self, refresh: bool = False

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..wire import SWITCH_KEY_FIELD
@@ -37,6 +37,8 @@ class SwitchRegistry:
     def __init__(self) -> None:
         self._switches: dict[int, SwitchRuntime] = {}
         self._by_identity: dict[Identity, SwitchRuntime] = {}
+        #: Called after a switch is added or forgotten (the capacity plan follows).
+        self.on_change: Callable[[], None] | None = None
 
     def __contains__(self, switch: SwitchRuntime) -> bool:
         return id(switch) in self._switches
@@ -50,8 +52,17 @@ class SwitchRegistry:
     def add(self, switch: SwitchRuntime) -> None:
         self._switches[id(switch)] = switch
         self._by_identity[identity_of(switch)] = switch
+        self._changed()
 
     def forget(self, switch: SwitchRuntime) -> None:
         """The switch ended (or is ending): nothing acts on it any more."""
         if self._switches.pop(id(switch), None) is not None:
             self._by_identity.pop(identity_of(switch), None)
+            self._changed()
+
+    def __len__(self) -> int:
+        return len(self._switches)
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()

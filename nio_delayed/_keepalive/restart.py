@@ -4,9 +4,12 @@ user's overwrite; and what follows when the server says the event is gone."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 
 from ..responses import DelayedEventError, GetDelayedEventResponse, UpdateDelayedEventResponse
 from .arming import Arming
+from .budget import Bucket, Priority
+from .capacity import safety_margin
 from .context import GONE, KeepAliveContext
 from .machine import SwitchState
 from .overwrite import OverwriteGuard
@@ -30,13 +33,12 @@ class Restarter:
         """The scheduler's request task for a due switch. Never raises."""
         overwrite_before = switch.overwrite
         try:
-            with self._ctx.clock.busy():
-                if self._guard.pending(switch):
-                    await self._guard.handle(switch)
-                elif switch.machine.state is SwitchState.REARMING:
-                    await self._arming.rearm(switch)
-                else:
-                    await self._restart(switch)
+            if self._guard.pending(switch):
+                await self._guard.handle(switch)
+            elif switch.machine.state is SwitchState.REARMING:
+                await self._arming.rearm(switch)
+            else:
+                await self._restart(switch)
         except Exception as exc:  # a bug must show, and must not stop the other switches
             logger.exception("keep-alive step failed for %r", switch.handle)
             self._ctx.retry_later(switch, None, f"internal error: {exc!r}")
@@ -47,20 +49,35 @@ class Restarter:
 
     async def _restart(self, switch: SwitchRuntime) -> None:
         machine = switch.machine
-        assert switch.delay_id is not None
-        sent_at = self._ctx.clock.now()
-        if machine.deadline_passed(sent_at):
-            # Due before its deadline, sent after it: the loop or the host stood still.
-            self._ctx.emit(
-                switch,
-                SwitchEventKind.PROBABLY_FIRED,
-                "its deadline passed before its restart could be sent (event loop or host "
-                "stalled?); verifying",
+        delay_id = switch.delay_id
+        assert delay_id is not None
+        deadline = machine.deadline
+        # Past a long rate-limit hint, a restart may still go as a probe this close to its
+        # deadline: half the safety margin before it.
+        latest = None if deadline is None else deadline - safety_margin(machine.delay) / 2
+
+        def send(sent_at: float) -> Awaitable[UpdateDelayedEventResponse | DelayedEventError]:
+            if machine.deadline_passed(sent_at):
+                # Due before its deadline, sent after it: the loop or the host stood still.
+                self._ctx.emit(
+                    switch,
+                    SwitchEventKind.PROBABLY_FIRED,
+                    "its deadline passed before its restart could be sent (event loop or host "
+                    "stalled?); verifying",
+                )
+            machine.attempt_started()
+            timeout = machine.attempt_timeout(sent_at, self._ctx.request_timeout)
+            return self._client.restart_delayed_event(
+                delay_id, policy=self._ctx.policy(timeout=timeout)
             )
-        machine.attempt_started()
-        timeout = machine.attempt_timeout(sent_at, self._ctx.request_timeout)
-        resp = await self._client.restart_delayed_event(
-            switch.delay_id, policy=self._ctx.policy(timeout=timeout)
+
+        resp, sent_at = await self._ctx.request(
+            Bucket.MANAGEMENT,
+            Priority.AT_RISK if switch.over_budget else Priority.KEEP,
+            send,
+            switch=switch,
+            deadline=deadline,
+            latest=latest,
         )
         now = self._ctx.clock.now()
         if switch not in self._ctx.switches:
@@ -73,8 +90,7 @@ class Restarter:
             self._failed(switch, resp, now)
 
     async def _confirmed(self, switch: SwitchRuntime, sent_at: float, now: float) -> None:
-        held_back = self._ctx.budget.succeeded(now)
-        previous = switch.machine.restarted(sent_at, now, keep_phase=not held_back)
+        previous = switch.machine.restarted(sent_at, now)
         if previous in (SwitchState.AT_RISK, SwitchState.PROBABLY_FIRED):
             self._ctx.emit(
                 switch, SwitchEventKind.RECOVERED, f"restart confirmed again (was {previous.value})"
@@ -113,8 +129,16 @@ class Restarter:
             self._ctx.switches.forget(switch)
 
     async def _why_gone(self, switch: SwitchRuntime) -> str:
-        assert switch.delay_id is not None
-        found = await self._client.get_delayed_event(switch.delay_id, policy=self._ctx.policy())
+        delay_id = switch.delay_id
+        assert delay_id is not None
+        # Only with a token to spare: an explanation must not take one from a restart.
+        sent = await self._ctx.request_now(
+            Bucket.MANAGEMENT,
+            lambda _: self._client.get_delayed_event(delay_id, policy=self._ctx.policy()),
+        )
+        if sent is None:
+            return "no look-up made (the request budget is needed for restarts)"
+        found = sent[0]
         if isinstance(found, GetDelayedEventResponse):
             event = found.delayed_event
             detail = f": {event.error}" if event.error else ""

@@ -1,6 +1,6 @@
 """The one task that owns the schedule. It wakes when a switch is due (or its deadline passes),
-hands due switches to short request tasks as the request budget allows, and notices when the
-event loop or the host stood still."""
+hands due switches to short request tasks (which wait their turn in the request budget), and
+notices when the event loop or the host stood still."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import asyncio
 import collections
 import heapq
 import itertools
-import math
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
@@ -157,37 +156,26 @@ class Scheduler:
                 )
 
     def _dispatch_due(self, now: float, act: Act) -> None:
-        budget = self._ctx.budget
-        while budget.may_send(now) and (entry := self._due.pop_due(now)) is not None:
+        while (entry := self._due.pop_due(now)) is not None:
             due, (_, switch) = entry
             if switch.busy:
                 continue  # running: it is scheduled again when its request ends
             if self.lateness is not None:
                 self.lateness.append(now - due)
-            budget.sent(now)
             switch.idle.clear()
-            task = asyncio.create_task(self._request(switch, act))
+            task = switch.act_task = asyncio.create_task(self._request(switch, act))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
     def _next_wake(self, now: float) -> float | None:
-        times = []
-        due = self._due.next_time()
-        if due is not None:
-            # inf while the window is full: then a finishing request wakes the scheduler.
-            times.append(max(due, self._ctx.budget.earliest_send(now)))
-        watched = self._watch.next_time()
-        if watched is not None:
-            times.append(watched)
-        finite = [t for t in times if not math.isinf(t)]
-        return min(finite) if finite else None
+        times = [t for t in (self._due.next_time(), self._watch.next_time()) if t is not None]
+        return min(times) if times else None
 
     async def _request(self, switch: SwitchRuntime, act: Act) -> None:
         try:
             await act(switch)
         finally:
             switch.idle.set()
-            if self._ctx.budget.finished():
-                self._wake.set()  # switches may be waiting for this slot
+            switch.act_task = None
             self.watch_deadline(switch)
             self.schedule(switch)

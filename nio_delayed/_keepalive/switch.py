@@ -117,6 +117,14 @@ class SwitchEventKind(str, Enum):
     REARMED = "rearmed"
     OVERWRITTEN = "overwritten"
     STALL = "stall"
+    #: The switches outgrew what the server's rate limit can keep: this one is beyond the
+    #: budget (see ``KeepAliveManager.capacity()``), said before its first deadline.
+    OVER_BUDGET = "over_budget"
+    #: Back within the budget (a switch ahead of it stopped, or the budget grew).
+    WITHIN_BUDGET = "within_budget"
+    #: If the bot died now, the server could not deliver every switch's event: fired events go
+    #: through the account's message rate limit, and the ones over it are dropped.
+    UNDELIVERABLE = "undeliverable"
     STOPPED = "stopped"
     FAILED = "failed"
 
@@ -165,9 +173,11 @@ class SwitchSettings:
     on_leftover: LeftoverPolicy
     on_overwrite: OverwritePolicy
     ignore_unverified_devices: bool
+    #: Higher is kept first when the budget cannot keep every switch.
+    priority: int = 0
 
 
-Stopper = Callable[["SwitchRuntime", "ExitPolicy | None"], Awaitable[None]]
+Stopper = Callable[["SwitchRuntime", "ExitPolicy | None"], Awaitable[bool]]
 
 
 class SwitchRuntime:
@@ -189,7 +199,7 @@ class SwitchRuntime:
         self.generation = 0
         self.watched_deadline: float | None = None
         self.tx_id: str | None = None
-        self.stop_task: asyncio.Future[None] | None = None
+        self.stop_task: asyncio.Future[bool] | None = None
         #: Wall-clock ms when the current event was scheduled (or adopted): a state write by
         #: another user from before then is not an overwrite of it.
         self.armed_wall_ms = 0
@@ -199,6 +209,16 @@ class SwitchRuntime:
         #: The next re-arm publishes no "alive" (``on_overwrite=IGNORE``).
         self.rearm_quietly = False
         self.callbacks: list[Callable[[SwitchEvent], None]] = []
+        #: The scheduler's request task for it, and whether that task waits for the budget
+        #: (a stop then cancels it rather than wait its turn).
+        self.act_task: asyncio.Task[None] | None = None
+        self.waiting_for_budget = False
+        #: Beyond what the budget can keep (see the capacity plan): restarted with what the
+        #: others leave.
+        self.over_budget = False
+        #: The restart interval asked for (the plan may stretch it), and the order it was added.
+        self.asked_interval = machine.interval
+        self.order = 0
         self._changed = asyncio.Event()
         self._stopper = stopper
         self.handle = DeadMansSwitch(self)
@@ -215,8 +235,8 @@ class SwitchRuntime:
         """Wait for the next event of this switch."""
         await self._changed.wait()
 
-    async def stop(self, policy: ExitPolicy | None) -> None:
-        await self._stopper(self, policy)
+    async def stop(self, policy: ExitPolicy | None) -> bool:
+        return await self._stopper(self, policy)
 
 
 class DeadMansSwitch:
@@ -287,6 +307,17 @@ class DeadMansSwitch:
     def ignore_unverified_devices(self) -> bool:
         return self._settings.ignore_unverified_devices
 
+    @property
+    def priority(self) -> int:
+        """Higher is kept first when the server's rate limit cannot keep every switch."""
+        return self._settings.priority
+
+    @property
+    def over_budget(self) -> bool:
+        """Beyond what the budget can keep: restarted only with what the others leave (see
+        ``KeepAliveManager.capacity()``)."""
+        return self._runtime.over_budget
+
     # -- how it is doing -------------------------------------------------------------------
 
     @property
@@ -328,10 +359,14 @@ class DeadMansSwitch:
 
         return await asyncio.wait_for(wait(), timeout)
 
-    async def stop(self, policy: ExitPolicy | None = None) -> None:
+    async def stop(self, policy: ExitPolicy | None = None) -> bool:
         """Stop restarting and end the event by ``policy`` (default: the switch's ``on_exit``).
-        Safe to call more than once and from several tasks."""
-        await self._runtime.stop(policy)
+        Under a rate limit it keeps trying, in turn with the other switches' stops, while the
+        event can still be ended (see ``stop_timeout``). Returns False if the event could not be
+        cancelled or sent (a STOPPED event with the error says so, logged at WARNING): it then
+        fires by itself when its delay runs out. Safe to call more than once and from several
+        tasks."""
+        return await self._runtime.stop(policy)
 
     def __repr__(self) -> str:
         key = "" if self.state_key is None else f", state_key={self.state_key!r}"

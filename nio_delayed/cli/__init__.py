@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import signal
 import sys
-from importlib.metadata import PackageNotFoundError, version
 
+from .. import __version__
 from .common import CommandError, connect
 from .demo import add_demo_command
 from .devserver_command import add_devserver_command
@@ -16,12 +18,8 @@ from .run import add_run_command
 
 __all__ = ["build_parser", "main"]
 
-
-def _version() -> str:
-    try:
-        return version("nio-delayed")
-    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
-        return "unknown"
+# What a shell reports for a program killed by SIGPIPE.
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="nio-delayed",
         description="Matrix delayed events (MSC4140) and dead-man's switches.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)"
     )
@@ -46,12 +44,20 @@ def main(argv: list[str] | None = None) -> int:
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(name)s: %(levelname)s: %(message)s")
     try:
-        return asyncio.run(_dispatch(args))
+        code = asyncio.run(_dispatch(args))
+        # Flush here, not at interpreter exit, so that a closed pipe is caught below.
+        sys.stdout.flush()
+        return code
     except CommandError as exc:
         print(f"nio-delayed: {exc}", file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`nio-delayed list | head -1`): stop quietly, as a program killed
+        # by SIGPIPE would, and keep the interpreter's last flush from complaining.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 async def _dispatch(args: argparse.Namespace) -> int:

@@ -111,6 +111,12 @@ def credentials(args: argparse.Namespace) -> Credentials:
             f"--{name.replace('_', '-')} (or MATRIX_{name.upper()})" for name in missing
         )
         raise CommandError(f"missing credentials: {flags}")
+    homeserver = str(values["homeserver"])
+    if not homeserver.startswith(("https://", "http://")):
+        # Without a scheme the request would fail deep in aiohttp with a puzzling message.
+        raise CommandError(
+            f"the homeserver URL {homeserver!r} has no scheme: did you mean https://{homeserver}?"
+        )
     return Credentials(**values)  # type: ignore[arg-type]
 
 
@@ -141,9 +147,10 @@ def error_json(error: DelayedEventError) -> dict[str, Any]:
 
 
 def print_error(error: DelayedEventError, as_json: bool) -> int:
-    """Report ``error`` (on stdout as JSON, or on stderr as text); returns the exit code."""
+    """Report ``error`` on stderr (as JSON, or as text); returns the exit code. Stdout holds
+    only results, so that ``nio-delayed ... --json | jq`` never mistakes an error for one."""
     if as_json:
-        print_json(error_json(error))
+        print(json.dumps(error_json(error), indent=2, sort_keys=True), file=sys.stderr)
     else:
         where = " ".join(str(p) for p in (error.http_status, error.errcode) if p)
         hint = ""

@@ -39,8 +39,9 @@ def start_devserver(python: str | None, **options: bool) -> DevServer:
     except DevServerError as exc:
         if "No module named" in str(exc) and "synapse" in str(exc):
             raise DevServerError(
-                "Synapse is not installed for this Python: pip install 'nio-delayed[server]', "
-                "or pass --synapse-python with the Python of a virtualenv that has it"
+                "Synapse is not installed for this Python: install nio-delayed's server extra "
+                "(pip install '.[server]' in its checkout), or pass --synapse-python with the "
+                "Python of a virtualenv that has Synapse"
             ) from exc
         raise
 

@@ -13,6 +13,7 @@ from .. import (
     DelayedEventError,
     DelayedEventsListResponse,
     DelayedEventsSupportResponse,
+    DelayedEventStatus,
     GetDelayedEventResponse,
     RoomPutStateDelayedResponse,
     RoomSendDelayedResponse,
@@ -43,10 +44,27 @@ def add_operator_commands(commands: argparse._SubParsersAction[argparse.Argument
         return parser
 
     command(
-        "support", "what the server offers: dialect, maximum delay, maximum scheduled"
+        "support", "what the server offers: dialect, maximum delay, maximum scheduled, listing"
     ).set_defaults(run=support)
     listing = command("list", "the account's delayed events")
     listing.add_argument("--full-ids", action="store_true", help="print whole delay_ids (secrets!)")
+    status = listing.add_mutually_exclusive_group()
+    status.add_argument(
+        "--status",
+        choices=[s.value for s in DelayedEventStatus],
+        help="only delayed events with this status (servers keep finalised ones for a while, "
+        "Synapse not at all)",
+    )
+    for value in ("scheduled", "failed"):
+        status.add_argument(
+            f"--{value}",
+            action="store_const",
+            dest="status",
+            const=value,
+            help=f"same as --status {value}",
+        )
+    listing.add_argument("--room", help="only those for this room ID (!...)")
+    listing.add_argument("--type", dest="event_type", help="only those of this event type")
     listing.set_defaults(run=list_events)
     show_parser = command("show", "one delayed event")
     show_parser.add_argument("delay_id", help="a delay_id, or a unique prefix of a scheduled one")
@@ -86,6 +104,7 @@ async def support(client: DelayedAsyncClient, args: argparse.Namespace) -> int:
                 "dialect": resp.dialect.value if resp.dialect else None,
                 "max_delay_ms": resp.max_delay_ms,
                 "max_scheduled": resp.max_scheduled,
+                "listing": resp.listing.value if resp.listing else None,
                 "reason": resp.reason or None,
             }
         )
@@ -107,6 +126,7 @@ def _support_text(client: DelayedAsyncClient, resp: DelayedEventsSupportResponse
             ("dialect", resp.dialect.value if resp.dialect else "-"),
             ("max delay", max_delay),
             ("max scheduled", max_scheduled),
+            ("listing", resp.listing.value if resp.listing else "-"),
         ]
     else:
         rows.append(("why", resp.reason))
@@ -138,7 +158,9 @@ def _due_in(event: DelayedEvent) -> str:
 
 
 async def list_events(client: DelayedAsyncClient, args: argparse.Namespace) -> int:
-    resp = await client.delayed_events()
+    resp = await client.delayed_events(
+        status=args.status, room_id=args.room, event_type=args.event_type
+    )
     if isinstance(resp, DelayedEventError):
         return print_error(resp, args.json)
     if args.json:

@@ -2,16 +2,20 @@
 
 The switch is armed before the program starts and kept alive while it runs. When the program
 exits, the event is sent or cancelled according to its exit status. If the program, this
-wrapper or the machine dies, no one restarts the switch and the server sends the event.
+wrapper or the machine dies, no one restarts the switch and the server sends the event. On
+Linux, a killed wrapper takes the program down with it (the program gets SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import json
+import os
 import signal
 import sys
+from collections.abc import Callable
 
 from .. import (
     DeadMansSwitch,
@@ -28,6 +32,8 @@ __all__ = ["add_run_command"]
 _POLICIES = [policy.value for policy in ExitPolicy]
 # What a shell answers for a command it cannot start.
 _EXIT_CANNOT_RUN = 127
+# From <linux/prctl.h>.
+_PR_SET_PDEATHSIG = 1
 
 
 def add_run_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -125,9 +131,29 @@ async def run(client: DelayedAsyncClient, args: argparse.Namespace) -> int:
     return code
 
 
+def _die_with_this_process() -> Callable[[], None] | None:
+    """On Linux, a ``preexec_fn`` that has the kernel send the command SIGTERM when this wrapper
+    dies (``prctl(PR_SET_PDEATHSIG)``), so a killed wrapper leaves no command running without
+    its switch. Other systems have no such call: there the command outlives a killed wrapper."""
+    if not sys.platform.startswith("linux"):
+        return None
+    # Looked up before the fork: the child, between fork and exec, only makes the call.
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    wrapper = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != wrapper:  # the wrapper died before the call: act as the kernel would
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
 async def _run_command(command: list[str]) -> int:
     try:
-        process = await asyncio.create_subprocess_exec(*command)
+        process = await asyncio.create_subprocess_exec(
+            *command, preexec_fn=_die_with_this_process()
+        )
     except OSError as exc:
         print(f"nio-delayed: cannot run {command[0]!r}: {exc.strerror}", file=sys.stderr)
         return _EXIT_CANNOT_RUN

@@ -1,11 +1,17 @@
-"""A fake homeserver that speaks the merged MSC4140 text (dialects B and C), for tests.
+"""A fake homeserver that speaks the merged MSC4140 (dialects B and C) and MSC4486, for tests.
 
-No installable server speaks these dialects yet, so tests of them run against this fake. It
-follows the MSC text: ``PUT .../delayed_event/{type}/{txnId}`` with ``delay``, unauthenticated
-``POST .../delayed_events/{id}/{action}``, lookup and paginated listing with finalised events
-kept, 409 for an action that conflicts with the outcome, 200 for one that repeats it. Like a
-server without the feature, its plain ``/send`` and ``/state`` ignore the legacy delay parameter
-and send at once, so a test can prove a client never relied on it.
+No installable server speaks these yet, so tests of them run against this fake. By default it
+follows the merged MSC4140: ``PUT .../delayed_event/{type}/{txnId}`` with ``delay``,
+authenticated ``POST .../delayed_events/{id}/{action}``, a look-up with finalised events kept,
+409 for an action that conflicts with the outcome, 200 for one that repeats it, the
+delay-too-large code of the prefix asked (``ORG.MATRIX.MSC4140_MAX_DELAY_EXCEEDED`` unstable,
+``M_MAX_DELAY_EXCEEDED`` stable), and no listing of its own: listing is MSC4486's
+(``org.matrix.msc4486``, filters and pagination). ``revision="draft"`` is the MSC4140 draft of
+before the merge: management without a token, one delay-too-large code, and MSC4140's own
+listing. Either way, a fired event's ``unsigned`` delay id is shown to its sender only.
+
+Like a server without the feature, its plain ``/send`` and ``/state`` ignore the legacy delay
+parameter and send at once, so a test can prove a client never relied on it.
 
 It records every request and can inject faults (status codes, latency, dropped connections)::
 
@@ -25,17 +31,22 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
 from ..clock import Clock, TimerHandle
+from ..limits import RateLimit, ServerLimits
 from .loopback import LoopbackServer
 
 __all__ = ["FakeHomeserver", "Fault", "RecordedRequest"]
 
 UNSTABLE = "/_matrix/client/unstable/org.matrix.msc4140"
+MSC4486_UNSTABLE = "/_matrix/client/unstable/org.matrix.msc4486"
 _PAGE_SIZE = 10
+_MSC4486_STATUSES = ("scheduled", "sent", "cancelled", "failed")
+
+Revision = Literal["merged", "draft"]
 
 
 @dataclass
@@ -96,22 +107,50 @@ class _Delayed:
     error: dict[str, str] | None = None
     finalised_ts: int | None = None
 
-    def as_json(self) -> dict[str, Any]:
+    @property
+    def status(self) -> str:
+        """As MSC4486 names it."""
+        if self.outcome is None:
+            return "scheduled"
+        if self.error is not None:
+            return "failed"
+        return "sent" if self.outcome == "send" else "cancelled"
+
+    @property
+    def send_ts(self) -> int:
+        """When it was or is to be sent (or finalised): what listings order by."""
+        return self.finalised_ts if self.finalised_ts is not None else self.due_ts
+
+    @property
+    def due_ts(self) -> int:
+        return self.running_since + self.delay
+
+    def as_json(self, revision: Revision) -> dict[str, Any]:
+        """The merged shape (``delay_ms``, ``delayed_since_ts``, a nested ``finalised``), or
+        the draft's (``delay``, ``running_since``, the outcome flat on the event)."""
+        merged = revision == "merged"
         obj: dict[str, Any] = {
             "delay_id": self.delay_id,
             "room_id": self.room_id,
             "type": self.type,
-            "delay": self.delay,
-            "running_since": self.running_since,
+            "delay_ms" if merged else "delay": self.delay,
+            "delayed_since_ts" if merged else "running_since": self.running_since,
             "content": self.content,
         }
         if self.state_key is not None:
             obj["state_key"] = self.state_key
+        if self.finalised_ts is None:
+            return obj
+        outcome: dict[str, Any] = {
+            "finalised_ts" if merged else "origin_server_ts": self.finalised_ts
+        }
         for name in ("event_id", "error"):
             if getattr(self, name) is not None:
-                obj[name] = getattr(self, name)
-        if self.finalised_ts is not None:
-            obj["origin_server_ts"] = self.finalised_ts
+                outcome[name] = getattr(self, name)
+        if merged:
+            obj["finalised"] = outcome
+        else:
+            obj.update(outcome)
         return obj
 
 
@@ -140,6 +179,9 @@ class FakeHomeserver(LoopbackServer):
     ``rc_delayed_event_mgmt``, answering 429 with ``retry_after_ms``.
     ``state_overwrite_rule=True`` applies the rule the merged MSC moved to its alternatives (and
     Synapse keeps): a state write cancels other users' delayed events for the same state.
+    ``revision``: ``"merged"`` (MSC4140 as merged) or ``"draft"`` (as before the merge; see the
+    module's description). ``msc4486``/``msc4486_stable``: serve and advertise the MSC4486
+    listing under its unstable prefix / on its stable path.
 
     It also serves enough of the room API for a bot: ``/state`` reads (``format=event``) and a
     ``/sync`` that shows every room's new events to every user (no membership is modelled).
@@ -157,9 +199,15 @@ class FakeHomeserver(LoopbackServer):
         management_rate: tuple[float, int] | None = None,
         seed: int | None = None,
         state_overwrite_rule: bool = False,
+        revision: Revision = "merged",
+        msc4486: bool = True,
+        msc4486_stable: bool = False,
     ) -> None:
         self.stable = stable and delayed_events
         self.unstable = unstable and delayed_events
+        self.revision = revision
+        self.msc4486 = msc4486 and delayed_events
+        self.msc4486_stable = msc4486_stable and delayed_events
         self.max_delay_ms = max_delay_ms
         self.max_scheduled = max_scheduled
         #: Delayed events fire on this clock (a FakeClock in keep-alive tests).
@@ -178,6 +226,14 @@ class FakeHomeserver(LoopbackServer):
         self._state: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._new_event = asyncio.Event()
 
+    @property
+    def limits(self) -> ServerLimits:
+        """Its rate limits, as a client should be told them: only management is limited."""
+        if self.management_rate is None:
+            return ServerLimits.unlimited()
+        per_second, burst = self.management_rate
+        return ServerLimits(management=RateLimit(per_second, burst), scheduling=None)
+
     def add_user(self, user_id: str) -> str:
         """Register ``user_id``; returns its access token."""
         token = secrets.token_urlsafe(16)
@@ -190,7 +246,7 @@ class FakeHomeserver(LoopbackServer):
 
     def scheduled(self) -> list[dict[str, Any]]:
         """The delayed events still scheduled, as the lookup endpoint shows them."""
-        return [d.as_json() for d in self._delayed.values() if d.outcome is None]
+        return [d.as_json(self.revision) for d in self._delayed.values() if d.outcome is None]
 
     def requests_to(self, path_contains: str) -> list[RecordedRequest]:
         return [r for r in self.requests if path_contains in r.path]
@@ -203,6 +259,13 @@ class FakeHomeserver(LoopbackServer):
         """Cancel a scheduled delayed event behind the client's back (another user's state
         write, an admin)."""
         self._finalise(self._delayed[delay_id], "cancel")
+
+    def fail(self, delay_id: str, errcode: str = "M_LIMIT_EXCEEDED") -> None:
+        """Finalise a scheduled delayed event with an error, as a server does when its send is
+        refused at the due time (a rate limit, lost power): it is not retried."""
+        delayed = self._delayed[delay_id]
+        delayed.error = {"errcode": errcode, "error": "The delayed event could not be sent."}
+        self._finalise(delayed, "cancel")
 
     def forget(self, delay_id: str) -> None:
         """Drop every record of a delayed event, as Synapse does once it is finalised."""
@@ -237,13 +300,22 @@ class FakeHomeserver(LoopbackServer):
             prefixes.append(("/_matrix/client/v3", "/_matrix/client/v1"))
         if self.unstable:
             prefixes.append((UNSTABLE, UNSTABLE))
+        listings = []
+        if self.msc4486_stable:
+            listings.append("/_matrix/client/v1")
+        if self.msc4486:
+            listings.append(MSC4486_UNSTABLE)
         for schedule, manage in prefixes:
             app.router.add_put(
                 f"{schedule}/rooms/{{room}}/delayed_event/{{type}}/{{txn}}", self._schedule
             )
             app.router.add_post(f"{manage}/delayed_events/{{id}}/{{action}}", self._update)
             app.router.add_get(f"{manage}/delayed_events/{{id}}", self._lookup)
-            app.router.add_get(f"{manage}/delayed_events", self._list)
+            # The merged MSC4140 has no listing: MSC4486 took it over.
+            if self.revision == "draft" and manage not in listings:
+                app.router.add_get(f"{manage}/delayed_events", self._list)
+        for prefix in listings:
+            app.router.add_get(f"{prefix}/delayed_events", self._list_msc4486)
 
     @web.middleware
     async def _record_and_inject(
@@ -326,6 +398,8 @@ class FakeHomeserver(LoopbackServer):
                 "unstable_features": {
                     "org.matrix.msc4140": self.unstable,
                     "org.matrix.msc4140.stable": self.stable,
+                    "org.matrix.msc4486": self.msc4486,
+                    "org.matrix.msc4486.stable": self.msc4486_stable,
                 },
             }
         )
@@ -360,7 +434,9 @@ class FakeHomeserver(LoopbackServer):
         if event is None:
             return _error(404, "M_NOT_FOUND", "Event not found.")
         return web.json_response(
-            event if request.query.get("format") == "event" else event["content"]
+            _seen_by(event, self._user(request))
+            if request.query.get("format") == "event"
+            else event["content"]
         )
 
     async def _sync(self, request: web.Request) -> web.Response:
@@ -374,13 +450,15 @@ class FakeHomeserver(LoopbackServer):
         if len(self.room_events) <= since and timeout > 0:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._new_event.wait(), min(timeout, 30.0))
+        user = self._user(request)
         rooms: dict[str, Any] = {}
         for event in self.room_events[since:]:
             room = rooms.setdefault(
                 event["room_id"],
                 {"timeline": {"events": [], "limited": False, "prev_batch": str(since)}},
             )
-            room["timeline"]["events"].append({k: v for k, v in event.items() if k != "room_id"})
+            seen = _seen_by(event, user)
+            room["timeline"]["events"].append({k: v for k, v in seen.items() if k != "room_id"})
         return web.json_response(
             {"next_batch": str(len(self.room_events)), "rooms": {"join": rooms}}
         )
@@ -416,7 +494,12 @@ class FakeHomeserver(LoopbackServer):
         if state_key is not None:
             event["state_key"] = state_key
         if delay_id is not None:
-            event["unsigned"] = {"org.matrix.msc4140.delay_id": delay_id}
+            # Stable and unstable names; _seen_by shows them to the sender only.
+            event["unsigned"] = {
+                name: delay_id
+                for name, served in ((_DELAY_ID_UNSTABLE, self.unstable), ("delay_id", self.stable))
+                if served
+            }
         self.room_events.append(event)
         self._new_event.set()
         self._new_event = asyncio.Event()
@@ -452,12 +535,7 @@ class FakeHomeserver(LoopbackServer):
         if state_key is not None and not isinstance(state_key, str):
             return _error(400, "M_BAD_JSON", "state_key must be a string")
         if self.max_delay_ms is not None and delay > self.max_delay_ms:
-            return _error(
-                400,
-                "M_MAX_DELAY_EXCEEDED",
-                "The requested delay exceeds the allowed maximum.",
-                max_delay=self.max_delay_ms,
-            )
+            return self._too_large(request)
         txn_key = (user, request.match_info["txn"])
         if txn_key in self._txns:
             return web.json_response({"delay_id": self._txns[txn_key]})
@@ -486,6 +564,20 @@ class FakeHomeserver(LoopbackServer):
         self._txns[txn_key] = delayed.delay_id
         self._arm(delayed)
         return web.json_response({"delay_id": delayed.delay_id})
+
+    def _too_large(self, request: web.Request) -> web.Response:
+        """The merged MSC names the error and its field by prefix; the draft had one name."""
+        message = "The requested delay exceeds the allowed maximum."
+        if self.revision == "merged" and request.path.startswith(UNSTABLE):
+            return web.json_response(
+                {
+                    "errcode": "ORG.MATRIX.MSC4140_MAX_DELAY_EXCEEDED",
+                    "error": message,
+                    "org.matrix.msc4140.max_delay": self.max_delay_ms,
+                },
+                status=400,
+            )
+        return _error(400, "M_MAX_DELAY_EXCEEDED", message, max_delay=self.max_delay_ms)
 
     def _arm(self, delayed: _Delayed) -> None:
         if delayed.timer is not None:
@@ -532,6 +624,8 @@ class FakeHomeserver(LoopbackServer):
         return None
 
     async def _update(self, request: web.Request) -> web.Response:
+        if self.revision == "merged" and self._user(request) is None:
+            return _error(401, "M_MISSING_TOKEN", "Missing access token")
         limited = self._rate_limited()
         if limited is not None:
             return limited
@@ -560,7 +654,7 @@ class FakeHomeserver(LoopbackServer):
         delayed = self._delayed.get(request.match_info["id"])
         if delayed is None or delayed.owner != user:
             return _error(404, "M_NOT_FOUND", "Delayed event not found")
-        return web.json_response(delayed.as_json())
+        return web.json_response(delayed.as_json(self.revision))
 
     async def _list(self, request: web.Request) -> web.Response:
         user = self._user(request)
@@ -582,8 +676,57 @@ class FakeHomeserver(LoopbackServer):
             ),
             key=lambda d: d.running_since + d.delay,
         )
-        page = mine[start : start + _PAGE_SIZE]
-        answer: dict[str, Any] = {"delayed_events": [d.as_json() for d in page]}
-        if start + _PAGE_SIZE < len(mine):
-            answer["next_batch"] = str(start + _PAGE_SIZE)
-        return web.json_response(answer)
+        return _page(mine, start, self.revision)
+
+    async def _list_msc4486(self, request: web.Request) -> web.Response:
+        """MSC4486: filtered by status, room, type and send time, ordered by send time."""
+        user = self._user(request)
+        if user is None:
+            return _error(401, "M_MISSING_TOKEN", "Missing access token")
+        query = request.query
+        status, direction = query.get("status"), query.get("dir", "f")
+        if status not in (None, *_MSC4486_STATUSES) or direction not in ("f", "b"):
+            return _error(400, "M_INVALID_PARAM", "bad status or dir")
+        try:
+            start = int(query.get("from", "0"))
+            from_ts = int(query.get("from_ts", "0"))
+            to_ts = int(query["to_ts"]) if "to_ts" in query else None
+        except ValueError:
+            return _error(400, "M_INVALID_PARAM", "bad from, from_ts or to_ts")
+        mine = sorted(
+            (
+                d
+                for d in self._delayed.values()
+                if d.owner == user
+                and status in (None, d.status)
+                and query.get("room_id") in (None, d.room_id)
+                and query.get("type") in (None, d.type)
+                and from_ts <= d.send_ts
+                and (to_ts is None or d.send_ts < to_ts)
+            ),
+            key=lambda d: d.send_ts,
+            reverse=direction == "b",
+        )
+        return _page(mine, start, "merged")
+
+
+def _page(events: list[_Delayed], start: int, revision: Revision) -> web.Response:
+    page = events[start : start + _PAGE_SIZE]
+    answer: dict[str, Any] = {"delayed_events": [d.as_json(revision) for d in page]}
+    if start + _PAGE_SIZE < len(events):
+        answer["next_batch"] = str(start + _PAGE_SIZE)
+    return web.json_response(answer)
+
+
+_DELAY_ID_UNSTABLE = "org.matrix.msc4140.delay_id"
+
+
+def _seen_by(event: dict[str, Any], user: str | None) -> dict[str, Any]:
+    """The event as ``user`` is given it: a fired delayed event's delay id is its sender's."""
+    if "unsigned" not in event or event["sender"] == user:
+        return event
+    unsigned = {
+        k: v for k, v in event["unsigned"].items() if k not in (_DELAY_ID_UNSTABLE, "delay_id")
+    }
+    seen = {k: v for k, v in event.items() if k != "unsigned"}
+    return {**seen, "unsigned": unsigned} if unsigned else seen
