@@ -53,8 +53,10 @@ from nio_delayed import (
     DelayedAsyncClient,
     ExitPolicy,
     KeepAliveManager,
+    RateLimit,
     RequestPolicy,
     RoomSendDelayedResponse,
+    ServerLimits,
     SwitchEventKind,
 )
 from nio_delayed.devserver import DevServer
@@ -67,6 +69,9 @@ BODY = {"msgtype": "m.notice", "body": "bench switch"}
 # Each cost variant runs this long (s) before it is measured: every switch restarting, and
 # node's JIT done with the hot path (one second of warm-up left it about 15% dearer).
 WARM_UP = 3.0
+# The fake homeserver has no rate limits unless told, and the manager must know it: by default it
+# assumes Synapse's, which hold it to one restart a second.
+UNLIMITED = ServerLimits.unlimited()
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -197,7 +202,7 @@ async def cost_manager(
     """The manager, its switches armed at evenly spread times; ``clustered`` arms them all at
     once, so that their restarts come in clumps and one wake-up serves many."""
     async with client_of(server) as client:
-        manager = KeepAliveManager(client)
+        manager = KeepAliveManager(client, limits=UNLIMITED)
         await manager.start()
         await (arm if clustered else arm_evenly)(manager, n, int(interval * 3000), interval)
         await asyncio.sleep(WARM_UP)
@@ -409,13 +414,17 @@ async def cost(n: int, seconds: float, rounds: int) -> dict[str, Any]:
 
 
 async def scale(
-    n: int, seconds: float, interval: float = 10.0, *server_args: str, **manager_options: Any
+    n: int,
+    seconds: float,
+    interval: float = 10.0,
+    *server_args: str,
+    limits: ServerLimits = UNLIMITED,
 ) -> dict[str, Any]:
     """``n`` switches (delay 3 intervals) on a fake started with ``server_args``, measured for
-    ``seconds`` after one interval of warm-up."""
+    ``seconds`` after one interval of warm-up; the manager told ``limits``."""
     with fake_server(*server_args) as server:
         async with client_of(server) as client:
-            manager = KeepAliveManager(client, track_lateness=True, **manager_options)
+            manager = KeepAliveManager(client, limits=limits, track_lateness=True)
             missed, events = 0, collections.Counter[str]()
 
             def count(event: Any) -> None:
@@ -438,6 +447,7 @@ async def scale(
             end, cpu = time.monotonic(), time.process_time() - cpu
             wall = end - start
             stats = manager.stats()
+            capacity = manager.capacity()
             lateness = list(manager.lateness)
             await manager.close()
         seen, fired = await server.get("/_bench/restarts"), await server.get("/_bench/fired")
@@ -461,6 +471,15 @@ async def scale(
         "fired": fired,
         "events": dict(events),
         "min_margin_s": round(stats.min_margin or 0, 3),
+        # What the manager's budget said at the end: restarts a second it may spend (None: no
+        # known limit), needs and plans, how far it stretched the intervals, switches beyond it.
+        "capacity": {
+            "restarts_per_second": capacity.restarts_per_second,
+            "needed_per_second": round(capacity.needed_per_second, 3),
+            "planned_per_second": round(capacity.planned_per_second, 3),
+            "stretch": round(capacity.stretch, 3),
+            "at_risk": len(capacity.at_risk),
+        },
         "server_seen": _server_view(seen, n, start, end, interval),
     }
 
@@ -496,7 +515,7 @@ def _server_view(
 
 
 async def token_bucket(
-    n: int, seconds: float, interval: float, rate: float, burst: int, **manager_options: Any
+    n: int, seconds: float, interval: float, rate: float, burst: int, limits: ServerLimits
 ) -> dict[str, Any]:
     """``n`` switches against a server whose token bucket allows ``rate`` restarts a second
     (``burst`` saved up): their nominal demand is ``n / interval`` a second."""
@@ -508,7 +527,7 @@ async def token_bucket(
         str(rate),
         "--management-burst",
         str(burst),
-        **manager_options,
+        limits=limits,
     )
     result["server_rate"] = rate
     result["server_burst"] = burst
@@ -666,6 +685,12 @@ def print_report(results: dict[str, Any]) -> None:
                 f"fired {b['fired']}"
             )
             print("      events: " + ", ".join(f"{k} {n}" for k, n in sorted(b["events"].items())))
+            cap = b["capacity"]
+            print(
+                f"      budget at the end: {cap['restarts_per_second']} restarts/s, planned "
+                f"{cap['planned_per_second']}/s, needed {cap['needed_per_second']}/s, "
+                f"stretch {cap['stretch']}, at risk {cap['at_risk']}"
+            )
     if "synapse" in results:
         s = results["synapse"]
         d, k = s["after_predicted_deadline_ms"], s["after_kill_ms"]
@@ -741,9 +766,15 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     return True
 
 
-def bucket_rows(rate: float) -> dict[str, dict[str, Any]]:
-    """The token-bucket runs: the manager's options in each."""
-    return {"default settings": {}}
+def bucket_rows(rate: float, burst: int) -> dict[str, ServerLimits]:
+    """The token-bucket runs: what the manager is told of the server in each. Told twice the
+    real rate, it must learn the real one from the 429s."""
+    return {
+        "told the real rate": ServerLimits(management=RateLimit(rate, burst), scheduling=None),
+        "told 2x the rate": ServerLimits(
+            management=RateLimit(2 * rate, 2 * burst), scheduling=None
+        ),
+    }
 
 
 async def measure(results: dict[str, Any], quick: bool, only: set[str]) -> None:
@@ -774,10 +805,10 @@ async def measure(results: dict[str, Any], quick: bool, only: set[str]) -> None:
         # More switches than the bucket serves at their interval: demand 6/s against 5/s.
         rate, burst = 5.0, 10
         results["token_bucket"] = {}
-        for name, options in bucket_rows(rate).items():
+        for name, limits in bucket_rows(rate, burst).items():
             section(f"bucket {name}", f"3b. token-bucket server, {name}")
             results["token_bucket"][name] = await token_bucket(
-                round(6 * interval), seconds, interval, rate, burst, **options
+                round(6 * interval), seconds, interval, rate, burst, limits
             )
     if "synapse" in only:
         section("synapse", "4. real Synapse")
