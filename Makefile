@@ -13,7 +13,7 @@ SYNAPSE_WORKERS ?= 4
 # The fast lane runs on each of these that is installed (`make check-pythons`).
 PYTHONS ?= 3.10 3.11 3.12 3.13
 
-.PHONY: demo test check check-pythons lint typecheck unit synapse-tests package bench bench-quick \
+.PHONY: demo test check check-pythons lint typecheck unit synapse-tests soak package bench bench-quick \
 	clean
 
 # The main job: a throwaway Synapse on 127.0.0.1, a bot with a dead-man's switch, SIGKILL,
@@ -53,6 +53,14 @@ synapse-tests: $(BIN)/.installed $(LEGACY_VENV)/bin/.installed
 	NIO_DELAYED_LEGACY_SYNAPSE_PYTHON=$(abspath $(LEGACY_VENV))/bin/python \
 		$(BIN)/pytest -ra -m synapse -n $(SYNAPSE_WORKERS) --dist load --maxschedchunk 1 \
 		--durations=10
+
+# The long form of the scenarios under Synapse's default rate limits (tests/test_stock_limits.py:
+# 5 minutes at 90% and at 160% of capacity, a clean close, a killed bot with 15 switches), on
+# both Synapse generations: about 12 minutes. Its figures go to build/reliability.json and
+# RELIABILITY.md; `make test` runs the short form of each.
+soak: $(BIN)/.installed $(LEGACY_VENV)/bin/.installed
+	NIO_DELAYED_SOAK=1 NIO_DELAYED_LEGACY_SYNAPSE_PYTHON=$(abspath $(LEGACY_VENV))/bin/python \
+		$(BIN)/pytest -ra -m synapse -n 4 --dist load --maxschedchunk 1 tests/test_stock_limits.py
 
 # The sdist and the wheel, as PyPI would get them: twine's checks, the contents of each
 # (.ci/check_dist.py), and the unit tests run from the unpacked sdist.

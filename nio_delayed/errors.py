@@ -45,8 +45,12 @@ class ErrorKind(str, Enum):
     DELAY_TOO_LARGE = "delay_too_large"
     #: The server does not offer delayed events (or this operation). Nothing was sent.
     UNSUPPORTED = "unsupported"
-    #: Not allowed: not in the room, no power, bad or missing access token.
+    #: Not allowed: not in the room, no power.
     FORBIDDEN = "forbidden"
+    #: The access token is missing, unknown or expired (401, ``M_UNKNOWN_TOKEN``): no request
+    #: can succeed until the client has a working one. ``soft_logout`` on the error: the server
+    #: keeps the device, so logging in again to it keeps its keys.
+    UNAUTHORIZED = "unauthorized"
     #: The request was refused as invalid, by the server or by our checks before sending.
     INVALID = "invalid"
     #: The server failed (5xx) or answered something that is not a valid answer.
@@ -68,6 +72,8 @@ class ErrorInfo:
     http_status: int | None = None
     retry_after_ms: int | None = None
     max_delay_ms: int | None = None
+    #: With :attr:`ErrorKind.UNAUTHORIZED`: the server asked for a "soft logout".
+    soft_logout: bool = False
 
 
 _UNRECOGNIZED = "M_UNRECOGNIZED"
@@ -78,6 +84,7 @@ _TOO_LARGE_CODES = {
     "M_MAX_DELAY_EXCEEDED",  # the merged MSC's stable code and, nested, older Synapse
 }
 _UNSUPPORTED_CODES = {"M_MAX_DELAY_UNSUPPORTED"}
+_TOKEN_CODES = {"M_UNKNOWN_TOKEN", "M_MISSING_TOKEN"}
 _LEGACY_ERRCODE = "org.matrix.msc4140.errcode"
 _MAX_DELAY_FIELDS = ("max_delay_ms", "max_delay", "org.matrix.msc4140.max_delay")
 # Synapse 1.163 gives its maximum only in the message: "... the allowed maximum (86400000ms)".
@@ -194,6 +201,8 @@ def classify_error(
 
     if status == 429 or errcode == "M_LIMIT_EXCEEDED":
         kind = ErrorKind.RATE_LIMITED
+    elif status == 401 or errcode in _TOKEN_CODES:
+        kind = ErrorKind.UNAUTHORIZED
     elif codes & _TOO_LARGE_CODES or (status == 403 and max_delay_ms is not None):
         kind = ErrorKind.DELAY_TOO_LARGE
     elif (
@@ -215,6 +224,7 @@ def classify_error(
         if kind is ErrorKind.RATE_LIMITED
         else None,
         max_delay_ms=max_delay_ms if kind is ErrorKind.DELAY_TOO_LARGE else None,
+        soft_logout=kind is ErrorKind.UNAUTHORIZED and parsed.get("soft_logout") is True,
     )
 
 
@@ -234,7 +244,9 @@ def _kind_from_status(status: int) -> ErrorKind:
         return ErrorKind.CONFLICT
     if status == 429:
         return ErrorKind.RATE_LIMITED
-    if status in (401, 403):
+    if status == 401:
+        return ErrorKind.UNAUTHORIZED
+    if status == 403:
         return ErrorKind.FORBIDDEN
     if 400 <= status < 500:
         return ErrorKind.INVALID

@@ -42,6 +42,9 @@ class DelayedEventError(ErrorResponse):
     kind: ErrorKind = ErrorKind.SERVER_ERROR
     http_status: int | None = None
     max_delay_ms: int | None = None
+    #: With ``kind`` UNAUTHORIZED: the server asked for a "soft logout" (log in again to the
+    #: same device to keep its keys).
+    soft_logout: bool = False
 
     @property
     def errcode(self) -> str | None:
@@ -56,6 +59,7 @@ class DelayedEventError(ErrorResponse):
             kind=info.kind,
             http_status=info.http_status,
             max_delay_ms=info.max_delay_ms,
+            soft_logout=info.soft_logout,
         )
 
     @classmethod
@@ -75,6 +79,8 @@ class DelayedEventError(ErrorResponse):
             text += f" (retry after {self.retry_after_ms} ms)"
         if self.max_delay_ms is not None:
             text += f" (server maximum {self.max_delay_ms} ms)"
+        if self.soft_logout:
+            text += " (soft logout)"
         return text
 
 

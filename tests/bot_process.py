@@ -1,8 +1,12 @@
-"""A bot with one dead-man's switch, run as its own process so that tests can SIGKILL it.
+"""A bot with dead-man's switches, run as its own process so that tests can SIGKILL it.
 
-    python tests/bot_process.py URL USER_ID DEVICE_ID TOKEN ROOM_ID DELAY_MS
+    python tests/bot_process.py URL USER_ID DEVICE_ID TOKEN ROOM_ID DELAY_MS [LIMITS [COUNT]]
 
-Prints every switch event as a JSON line; SIGTERM stops it cleanly (exit policy: cancel).
+LIMITS is ``unlimited`` (the default: a test server with relaxed rate limits) or ``synapse``
+(Synapse's defaults). With COUNT, it arms that many message switches and, after about one
+delay (each has been restarted by then), prints a ``capacity`` line: how many of their events
+the library predicts would be delivered if the bot died now. Prints every switch event as a
+JSON line; SIGTERM stops it cleanly (exit policy: cancel).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import json
 import signal
 import sys
 
-from nio_delayed import DelayedAsyncClient, ExitPolicy, SwitchEvent
+from nio_delayed import DelayedAsyncClient, ExitPolicy, ServerLimits, SwitchEvent
 
 OFFLINE = {"msgtype": "m.notice", "body": "bot offline"}
 
@@ -24,16 +28,40 @@ def report(event: SwitchEvent) -> None:
 
 
 async def main(
-    url: str, user_id: str, device_id: str, token: str, room_id: str, delay: str
+    url: str,
+    user_id: str,
+    device_id: str,
+    token: str,
+    room_id: str,
+    delay: str,
+    limits: str = "unlimited",
+    count: str = "",
 ) -> None:
     client = DelayedAsyncClient(url, user_id)
     client.restore_login(user_id, device_id, token)
+    client.delayed_events_limits = (
+        ServerLimits() if limits == "synapse" else ServerLimits.unlimited()
+    )
     manager = client.keep_alive
     manager.on_event(report)
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, manager.close_soon)
-    await manager.add(
-        room_id, "m.room.message", OFFLINE, delay=int(delay), on_exit=ExitPolicy.CANCEL
-    )
+    if not count:
+        await manager.add(
+            room_id, "m.room.message", OFFLINE, delay=int(delay), on_exit=ExitPolicy.CANCEL
+        )
+    else:
+        switches = [
+            await manager.add(
+                room_id, "m.room.message", OFFLINE, delay=int(delay), key=str(n),
+                on_exit=ExitPolicy.CANCEL,
+            )
+            for n in range(int(count))
+        ]  # fmt: skip
+        # Within (nearly) one delay every switch has been restarted: their deadlines have spread.
+        await asyncio.sleep(int(delay) / 1000 * 0.95)
+        capacity = manager.capacity()
+        line = {"kind": "capacity", "deliverable": capacity.deliverable, "switches": len(switches)}
+        print(json.dumps(line), flush=True)
     await manager.wait_closed()
     await client.close()
 

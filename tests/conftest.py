@@ -48,12 +48,13 @@ if os.environ.get("CI"):
 #: Fixtures that start a real Synapse: a test that uses one (directly or through another
 #: fixture, such as ``room``) is marked ``synapse`` here, so ``-m "not synapse"`` (the fast lane,
 #: ``make check``) never waits for a Synapse.
-SYNAPSE_FIXTURES = frozenset({"synapse", "synapse_without_delayed_events"})
+SYNAPSE_FIXTURES = frozenset({"synapse", "stock_synapse", "synapse_without_delayed_events"})
 
 
 #: Modules whose real-Synapse tests take longest (a minute for the slowest single test) go
 #: first: with the workers taking one test at a time, no long test then starts last.
 SLOWEST_FIRST = (
+    "test_stock_limits.py",
     "test_reliability.py",
     "test_keepalive_synapse.py",
     "test_examples_and_devserver.py",
@@ -113,12 +114,15 @@ class _Servers:
     at a time) without a Synapse restart each time the generation changes."""
 
     def __init__(self) -> None:
-        self._started: dict[tuple[str, bool], DevServer] = {}
+        self._started: dict[tuple[str, bool, bool], DevServer] = {}
 
-    def get(self, generation: str, delayed_events: bool = True) -> DevServer:
-        key = (generation, delayed_events)
+    def get(self, generation: str, delayed_events: bool = True, stock: bool = False) -> DevServer:
+        """``stock``: with Synapse's own default rate limits (the others are relaxed)."""
+        key = (generation, delayed_events, stock)
         if key not in self._started:
-            self._started[key] = _start(generation, delayed_events=delayed_events)
+            self._started[key] = _start(
+                generation, delayed_events=delayed_events, default_rate_limits=stock
+            )
         return self._started[key]
 
     def close(self) -> None:
@@ -137,6 +141,13 @@ def _servers() -> Iterator[_Servers]:
 def synapse(request: pytest.FixtureRequest, _servers: _Servers) -> DevServer:
     """A real Synapse with delayed events on, shared by the session's tests of its generation."""
     return _servers.get(request.param)
+
+
+@pytest.fixture(scope="session", params=[CURRENT_SYNAPSE, LEGACY_SYNAPSE])
+def stock_synapse(request: pytest.FixtureRequest, _servers: _Servers) -> DevServer:
+    """A real Synapse with its own default rate limits, nothing relaxed (each test that uses it
+    registers fresh users, whose rate-limit buckets start full)."""
+    return _servers.get(request.param, stock=True)
 
 
 @pytest.fixture(scope="session", params=[CURRENT_SYNAPSE, LEGACY_SYNAPSE])

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from nio_delayed import DelayedEventError
 from nio_delayed.errors import ErrorKind, classify_error, is_unrecognized, parse_retry_after_header
 
 
@@ -143,10 +144,33 @@ def test_unrecognized_endpoint_is_unsupported_and_marked(status: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("errcode", "status"), [("M_MISSING_TOKEN", 401), ("M_UNKNOWN_TOKEN", 401)]
+    ("errcode", "status"),
+    [("M_MISSING_TOKEN", 401), ("M_UNKNOWN_TOKEN", 401), ("M_UNKNOWN_TOKEN", 403), (None, 401)],
 )
-def test_token_problems_are_forbidden(errcode: str, status: int) -> None:
-    assert err(status, {"errcode": errcode, "error": "x"}).kind is ErrorKind.FORBIDDEN
+def test_token_problems_are_unauthorized_not_forbidden(errcode: str | None, status: int) -> None:
+    info = err(status, {"errcode": errcode, "error": "x"})
+    assert info.kind is ErrorKind.UNAUTHORIZED
+    assert not info.soft_logout
+
+
+def test_a_soft_logout_is_kept_on_the_error() -> None:
+    body = {"errcode": "M_UNKNOWN_TOKEN", "error": "Token expired", "soft_logout": True}
+    info = err(401, body)
+    assert (info.kind, info.soft_logout) == (ErrorKind.UNAUTHORIZED, True)
+    error = DelayedEventError.from_info(info)
+    assert error.soft_logout
+    assert "[unauthorized] 401 M_UNKNOWN_TOKEN" in str(error)
+    assert "(soft logout)" in str(error)
+
+
+@pytest.mark.parametrize("flag", ["true", 1, None])
+def test_only_a_true_soft_logout_counts(flag: object) -> None:
+    body = {"errcode": "M_UNKNOWN_TOKEN", "error": "x", "soft_logout": flag}
+    assert not err(401, body).soft_logout
+
+
+def test_soft_logout_outside_a_token_error_is_ignored() -> None:
+    assert not err(403, {"errcode": "M_FORBIDDEN", "error": "x", "soft_logout": True}).soft_logout
 
 
 @pytest.mark.parametrize(
@@ -156,6 +180,7 @@ def test_token_problems_are_forbidden(errcode: str, status: int) -> None:
         (409, ErrorKind.SERVER_ERROR),
         (400, ErrorKind.SERVER_ERROR),
         (403, ErrorKind.FORBIDDEN),
+        (401, ErrorKind.UNAUTHORIZED),
         (429, ErrorKind.RATE_LIMITED),
         (502, ErrorKind.SERVER_ERROR),
     ],

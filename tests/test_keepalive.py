@@ -68,6 +68,14 @@ class Env:
         return manager
 
 
+async def advancing(clock: FakeClock, awaitable: Awaitable[T], step: float = 0.5) -> T:
+    """Await ``awaitable`` while time passes (it waits for the request budget or a back-off)."""
+    task = asyncio.ensure_future(awaitable)
+    while not task.done():
+        await clock.advance(step)
+    return task.result()
+
+
 @pytest.fixture
 async def env() -> AsyncIterator[Env]:
     clock = FakeClock()
@@ -77,16 +85,8 @@ async def env() -> AsyncIterator[Env]:
         environment = Env(clock, server, client, manager)
         manager.on_event(environment.events.append)
         yield environment
-        await manager.close()
+        await advancing(clock, manager.close())  # stops may wait for the budget
         await client.close()
-
-
-async def advancing(clock: FakeClock, awaitable: Awaitable[T], step: float = 0.5) -> T:
-    """Await ``awaitable`` while time passes (it waits for the request budget or a back-off)."""
-    task = asyncio.ensure_future(awaitable)
-    while not task.done():
-        await clock.advance(step)
-    return task.result()
 
 
 async def add(env: Env, delay: float = 30, **options: Any) -> DeadMansSwitch:
@@ -643,3 +643,131 @@ async def test_a_broken_callback_does_not_stop_the_keep_alive(env: Env) -> None:
     await env.clock.advance(60)
     assert switch.state is SwitchState.ARMED
     assert env.fired() == []
+
+
+async def test_a_full_account_is_said_before_anything_is_sent() -> None:
+    """The server keeps at most 3 delayed events for the account: the 4th switch is refused
+    with the reason, and no request tries to schedule it."""
+    clock = FakeClock()
+    async with FakeHomeserver(clock=clock, max_scheduled=3) as server:
+        client = await fake_client(server)
+        manager = KeepAliveManager(client, clock=clock)
+        for n in range(3):
+            await manager.add(ROOM, "m.room.message", OFFLINE, delay=60_000, key=str(n))
+        scheduling = len(server.requests_to("/send/"))
+        with pytest.raises(SwitchArmError, match="maximum"):
+            await manager.add(ROOM, "m.room.message", OFFLINE, delay=60_000, key="4")
+        assert len(server.requests_to("/send/")) == scheduling
+        assert len(manager.switches) == 3
+        await advancing(clock, manager.close())
+        await client.close()
+
+
+# 10. an access token that stops working ------------------------------------------------------
+
+UNKNOWN_TOKEN = {"errcode": "M_UNKNOWN_TOKEN", "error": "Token expired", "soft_logout": True}
+
+
+def paused(env: Env) -> list[SwitchEvent]:
+    return [e for e in env.events if e.kind is SwitchEventKind.UNAUTHORIZED]
+
+
+async def test_a_refused_token_pauses_every_switch_at_once_and_sends_no_more(env: Env) -> None:
+    first, second = await add(env, key="a"), await add(env, key="b")
+    refused = env.server.inject(
+        Fault(path_contains="/restart", status=401, body=UNKNOWN_TOKEN, times=None)
+    )
+    await env.clock.advance(11)  # the first restart is refused
+    assert (first.state, second.state) == (SwitchState.UNAUTHORIZED, SwitchState.UNAUTHORIZED)
+    events = paused(env)
+    assert {e.switch for e in events} == {first, second}
+    assert all(e.error is not None and e.error.soft_logout for e in events)
+    assert "resume()" in events[0].message
+    asked = len(env.server.requests)
+    await env.clock.advance(120)  # the delay runs out: no retries, no reports, it fires
+    assert len(env.server.requests) == asked
+    assert len(env.fired()) == 2
+    assert len(paused(env)) == 2
+    assert SwitchEventKind.RESTART_FAILED not in env.kinds()
+    assert (first.state, second.state) == (SwitchState.UNAUTHORIZED, SwitchState.UNAUTHORIZED)
+    refused.times = 0  # a working token again
+    assert set(env.manager.resume()) == {first, second}
+    await env.clock.advance(1)  # past the deadline: verified as gone, then re-armed
+    assert (first.state, second.state) == (SwitchState.ARMED, SwitchState.ARMED)
+    assert env.kinds().count(SwitchEventKind.REARMED) == 2
+    assert len(env.server.scheduled()) == 2
+
+
+async def test_a_new_token_before_the_deadline_resumes_without_a_fire(env: Env) -> None:
+    switch = await add(env, delay=30)
+    env.server.log_out(env.client.access_token)
+    await env.clock.advance(11)
+    assert switch.state is SwitchState.UNAUTHORIZED
+    [event] = paused(env)
+    assert event.error is not None
+    assert (event.error.errcode, event.error.soft_logout) == ("M_UNKNOWN_TOKEN", False)
+    assert "soft logout" not in event.message
+    env.client.access_token = env.server.add_user(env.client.user_id)
+    [resumed] = env.manager.resume()
+    assert resumed is switch
+    await env.clock.advance(1)
+    assert switch.state is SwitchState.ARMED
+    assert SwitchEventKind.RECOVERED in env.kinds()
+    assert SwitchEventKind.REARMED not in env.kinds()
+    await env.clock.advance(60)
+    assert env.fired() == []
+    assert env.manager.resume() == []  # nothing paused: nothing to do
+
+
+async def test_resuming_with_a_token_still_refused_pauses_again_after_one_request(
+    env: Env,
+) -> None:
+    switch = await add(env, delay=30)
+    env.server.log_out(env.client.access_token, soft_logout=True)
+    await env.clock.advance(11)
+    env.manager.resume()
+    await env.clock.advance(30)
+    assert switch.state is SwitchState.UNAUTHORIZED
+    assert len(env.server.requests_to("/restart")) == 2  # the first refused, one after resume()
+    assert len(paused(env)) == 2
+
+
+async def test_a_rearm_refused_for_the_token_pauses_and_resume_rearms(env: Env) -> None:
+    alive = AliveEvent("org.example.status", {"online": True}, state_key="bot")
+    switch = await add(env, delay=30, alive=alive)
+    env.server.cancel(switch.delay_id)
+    refused = env.server.inject(
+        Fault(path_contains="/delayed_event/", status=401, body=UNKNOWN_TOKEN, times=None)
+    )
+    await env.clock.advance(11)  # the restart says gone; the re-arm is refused
+    assert switch.state is SwitchState.UNAUTHORIZED
+    assert SwitchEventKind.FAILED not in env.kinds()
+    refused.times = 0
+    env.manager.resume()
+    await env.clock.advance(1)
+    assert switch.state is SwitchState.ARMED
+    assert env.kinds()[-2:] == [SwitchEventKind.REARMED, SwitchEventKind.ALIVE_PUBLISHED]
+
+
+async def test_a_paused_switch_can_be_stopped_and_a_refused_stop_says_so(env: Env) -> None:
+    switch = await add(env, delay=30)
+    env.server.log_out(env.client.access_token)
+    await env.clock.advance(11)
+    assert not await switch.stop()  # one try: the token is still refused
+    assert len(env.server.requests_to("/send")) == 1
+    stopped = env.events[-1]
+    assert (stopped.kind, switch.state) == (SwitchEventKind.STOPPED, SwitchState.STOPPED)
+    assert stopped.error is not None
+    assert stopped.error.kind.value == "unauthorized"
+    assert "fires by itself" in stopped.message
+
+
+async def test_a_switch_added_with_a_refused_token_raises_and_pauses_the_others(env: Env) -> None:
+    running = await add(env, key="a")
+    env.server.log_out(env.client.access_token)
+    with pytest.raises(SwitchArmError, match="Unknown access token") as caught:
+        await add(env, key="b")
+    assert caught.value.error is not None
+    assert caught.value.error.kind.value == "unauthorized"
+    assert running.state is SwitchState.UNAUTHORIZED
+    assert env.manager.switches == [running]

@@ -46,11 +46,14 @@ async def offline_messages(room: Room) -> int:
 class BotProcess:
     """tests/bot_process.py as a child process, with its event lines."""
 
-    def __init__(self, room: Room, delay_ms: int) -> None:
+    def __init__(self, room: Room, delay_ms: int, *options: str) -> None:
+        """``options``: the rate limits to assume and how many switches (tests/bot_process.py)."""
         bot = room.bot
         args = [room.server.url, bot.user_id, bot.device_id, bot.access_token, room.room_id]
         self.process = subprocess.Popen(
-            [sys.executable, str(BOT), *args, str(delay_ms)], stdout=subprocess.PIPE, text=True
+            [sys.executable, str(BOT), *args, str(delay_ms), *options],
+            stdout=subprocess.PIPE,
+            text=True,
         )
         self.lines: list[dict[str, Any]] = []
 

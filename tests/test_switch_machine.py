@@ -159,3 +159,46 @@ def test_stats_add_up() -> None:
     total.add(SwitchStats(restarts_ok=1, rearms=1, min_margin=3.0))
     total.add(SwitchStats())
     assert (total.restarts_ok, total.rearms, total.min_margin) == (3, 1, 3.0)
+
+
+def test_a_refused_token_pauses_with_nothing_planned_until_resumed() -> None:
+    m = machine()
+    m.armed(sent_at=100.0)
+    assert m.unauthorized()
+    assert (m.state, m.next_at) == (SwitchState.UNAUTHORIZED, None)
+    assert not m.unauthorized()  # already paused
+    m.failed(now=105.0)  # an answer that was on its way changes nothing
+    assert (m.state, m.next_at) == (SwitchState.UNAUTHORIZED, None)
+    assert not m.deadline_passed(now=200.0)  # paused: not reported as fired
+
+
+@pytest.mark.parametrize(
+    ("resumed_at", "state"), [(120.0, SwitchState.AT_RISK), (130.0, SwitchState.PROBABLY_FIRED)]
+)
+def test_resuming_acts_at_once_and_verifies_as_after_an_outage(
+    resumed_at: float, state: SwitchState
+) -> None:
+    m = machine()
+    m.armed(sent_at=100.0)
+    m.unauthorized()
+    assert m.resumed(now=resumed_at)
+    assert (m.state, m.next_at) == (state, resumed_at)
+    assert not m.resumed(now=resumed_at)  # only a paused switch resumes
+
+
+def test_a_switch_paused_while_rearming_rearms_when_resumed() -> None:
+    m = machine()
+    m.armed(sent_at=100.0)
+    m.lost(now=110.0, rearm=True)
+    m.unauthorized()
+    m.resumed(now=200.0)
+    assert (m.state, m.next_at) == (SwitchState.REARMING, 200.0)
+
+
+@pytest.mark.parametrize("final", ["stopping", "failed_for_good", "stopped"])
+def test_a_switch_being_stopped_or_ended_is_not_paused(final: str) -> None:
+    m = machine()
+    m.armed(sent_at=100.0)
+    getattr(m, final)()
+    assert not m.unauthorized()
+    assert m.state is not SwitchState.UNAUTHORIZED

@@ -67,6 +67,7 @@ class Negotiation:
                 support.status_code,
                 support.http_status,
                 support.retry_after_ms,
+                soft_logout=support.soft_logout,
             )
         if not support.supported or support.dialect is None:
             return ErrorInfo(ErrorKind.UNSUPPORTED, f"nothing was sent: {support.reason}")

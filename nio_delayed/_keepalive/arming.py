@@ -46,6 +46,7 @@ class Arming:
         if switch.settings.on_leftover is LeftoverPolicy.ADOPT:
             await self._adopt(switch, leftovers)
         if switch.delay_id is None:
+            self._check_room_for_one_more(switch, leftovers)
             error = await self.arm(switch)
             if error is not None:
                 self._ctx.fail_for_good(switch, f"could not arm: {error}", error)
@@ -54,6 +55,25 @@ class Arming:
         for leftover in leftovers:
             await self._cancel_leftover(switch, leftover)
         await self.publish_alive(switch)
+
+    def _check_room_for_one_more(
+        self, switch: SwitchRuntime, leftovers: list[DelayedEvent]
+    ) -> None:
+        """Refuse, before sending anything, a switch the account has no room for: the server
+        keeps at most ``max_scheduled`` delayed events per account, and a full account would
+        refuse this one (and, later, a re-arm of any switch)."""
+        maximum = self._ctx.max_scheduled
+        # Every running switch holds one event; leftovers are events too until cancelled.
+        scheduled = len(self._ctx.switches) + len(self.leftovers) + len(leftovers)
+        if maximum is None or scheduled < maximum:
+            return
+        message = (
+            f"the account has {scheduled} delayed events scheduled, the server's maximum: "
+            "nothing was sent; stop some switches or cancel leftovers (nio-delayed list), or "
+            "raise the limit (Synapse: experimental_features.msc4140_max_delayed_events_per_user)"
+        )
+        self._ctx.fail_for_good(switch, message, None)
+        raise SwitchArmError(f"no room for {switch.handle!r}: {message}")
 
     async def rearm(self, switch: SwitchRuntime) -> None:
         """Arm a new event for a switch whose event is gone."""

@@ -11,10 +11,13 @@ order (the request whose deadline is nearest first), no faster than the model al
 from what the server answers:
 
 - a 429 the model did not expect (a *surprise*) is honoured for its hint, and only for its
-  bucket; one alone changes nothing else (an unlucky 429: another device, a proxy);
+  bucket; one alone changes nothing else (an unlucky 429: another device, a proxy). Refusals in
+  a row, and refusals of requests sent before the last one was heard of, are one surprise: they
+  say nothing new about the pace;
 - several surprises among the recent requests mean the model is too generous: its rate and burst
-  shrink (multiplicatively), then grow back slowly while requests succeed at the pace sent, never
-  above the configured limit nor, for a while, to the rate that was just refused;
+  shrink (multiplicatively), then grow back slowly while requests succeed, never above the
+  configured limit nor, for a while, to the rate that was just refused;
+- told that a bucket has no limit, the budget believes it: it waits out hints, learns nothing;
 - a hint is a time to wait, never a pace to keep; and a hint longer than a switch can wait does
   not silence it: a request that would otherwise miss its deadline may go as a probe, one per
   probe gap, and a probe that succeeds ends the wait.
@@ -59,8 +62,6 @@ class Priority(IntEnum):
     ALIVE = 3
     #: Restarting a switch beyond the budget: only what the others leave.
     AT_RISK = 4
-    #: A look-up that only explains what happened.
-    EXPLAIN = 5
 
 
 # Requests leave a little slower than the modelled rate, and one token of the burst stays
@@ -69,9 +70,9 @@ PACE = 0.97
 SLACK = 1.0
 # Surprises among this many recent requests, and how many of them, mean "too fast".
 WINDOW = 20
-SURPRISES_TO_SLOW = 2
-# A refused rate shrinks by this factor; after this many requests without a surprise at the
-# bucket's full pace it grows by GROWTH of the configured rate.
+SURPRISES_TO_SLOW = 3
+# A refused rate shrinks by this factor; after this many requests in a row without a refusal
+# it grows by GROWTH of the configured rate.
 SHRINK = 0.75
 CLEAN_TO_GROW = 40
 GROWTH = 0.05
@@ -116,10 +117,14 @@ class _Model:
         self.level_at = 0.0
         #: Until when the server's last hint asks us to wait.
         self.blocked_until = 0.0
-        self.ceiling: float | None = None
+        #: The rate and burst last refused, and when: not grown back to for a while.
+        self.ceiling: tuple[float, float] | None = None
         self.ceiling_at = 0.0
         self.recent: collections.deque[bool] = collections.deque(maxlen=WINDOW)
         self.clean = 0
+        #: When the last refusal was heard of, and whether no success came since.
+        self.refused_at = -math.inf
+        self.refusing = False
         self.last_probe = -math.inf
         self.sent = 0
         self.succeeded = 0
@@ -156,14 +161,13 @@ class _Model:
         if self.rate is not None:
             self.level, self.level_at = max(1.0, self.burst - SLACK), now
 
-    def ok(self, now: float, pressed: bool) -> None:
-        """A request succeeded; ``pressed``: others were waiting for a token meanwhile."""
+    def ok(self, now: float) -> None:
+        """A request succeeded."""
         self.succeeded += 1
         self.recent.append(False)
+        self.refusing = False
         if now >= self.blocked_until:
             self.blocked_until = 0.0
-        if not pressed:
-            return
         self.clean += 1
         if self.clean >= CLEAN_TO_GROW:
             self.clean = 0
@@ -172,39 +176,39 @@ class _Model:
     def _grow(self, now: float) -> None:
         if self.rate is None or self.prior is None:
             return
-        top = self.prior.per_second
+        top, top_burst = self.prior.per_second, float(self.prior.burst)
         if self.ceiling is not None and now - self.ceiling_at < CEILING_MEMORY:
-            top = min(top, self.ceiling * 0.95)
+            top = min(top, self.ceiling[0] * 0.95)
+            top_burst = min(top_burst, max(1.0, self.ceiling[1] - 1))
         self.rate = min(top, max(self.rate, self.rate + GROWTH * self.prior.per_second))
-        self.burst = min(float(self.prior.burst), self.burst + 1)
+        self.burst = max(self.burst, min(top_burst, self.burst + 1))
 
-    def refused(self, now: float, hint: float, surprise: bool, recent_rate: float) -> None:
-        """A 429 with ``hint`` seconds to wait (already bounded by the caller)."""
+    def refused(self, now: float, hint: float, sent_at: float, probe: bool) -> None:
+        """A 429 with ``hint`` seconds to wait (already bounded by the caller) for a request
+        sent at ``sent_at``."""
         self.rate_limited += 1
         self.clean = 0
+        # A request the model let go was refused: the model is off (or the server unlucky).
+        if not probe and not self.refusing and sent_at > self.refused_at:
+            # A request the model let go was refused: the model is off (or the server unlucky).
+            self.surprises += 1
+            self.recent.append(True)
+            if self.rate is not None and sum(self.recent) >= SURPRISES_TO_SLOW:
+                self._shrink(now, self.rate)
+        self.refusing = True
+        self.refused_at = now
         self.blocked_until = max(self.blocked_until, now + hint)
         # When the hint has passed, the server has room for exactly one more.
         if self.rate is not None:
             self.level = max(1.0, self.burst - SLACK) - 1
             self.level_at = self.blocked_until
-        if not surprise:
-            return
-        self.surprises += 1
-        self.recent.append(True)
-        if sum(self.recent) >= SURPRISES_TO_SLOW:
-            self._shrink(now, recent_rate)
 
-    def _shrink(self, now: float, recent_rate: float) -> None:
+    def _shrink(self, now: float, rate: float) -> None:
         self.shrinks += 1
         self.recent.clear()
-        if self.rate is None:
-            # Told "no limit", and limited all the same: start from what was just refused.
-            self.rate = max(MIN_RATE, recent_rate * SHRINK)
-            self.burst = 1.0
-        else:
-            self.rate = max(MIN_RATE, self.rate * SHRINK)
-            self.burst = max(1.0, math.floor(self.burst * SHRINK))
-        self.ceiling, self.ceiling_at = self.rate / SHRINK, now
+        self.ceiling, self.ceiling_at = (rate, self.burst), now
+        self.rate = max(MIN_RATE, rate * SHRINK)
+        self.burst = max(1.0, math.floor(self.burst * SHRINK))
 
 
 class RequestBudget:
@@ -222,9 +226,6 @@ class RequestBudget:
         self._models = {bucket: _Model(bucket, priors[bucket]) for bucket in Bucket}
         self._waiters: dict[Bucket, list[_Waiter]] = {bucket: [] for bucket in Bucket}
         self._timers: dict[Bucket, TimerHandle | None] = dict.fromkeys(Bucket)
-        self._sends: dict[Bucket, collections.deque[float]] = {
-            bucket: collections.deque(maxlen=64) for bucket in Bucket
-        }
         self._seq = itertools.count()
         self._max_hint = max_hint
         #: Called when the model of a bucket changes (learned), so plans can follow.
@@ -256,16 +257,6 @@ class RequestBudget:
     def blocked_for(self, bucket: Bucket) -> float:
         """Seconds left of the server's last hint for ``bucket``."""
         return max(0.0, self._models[bucket].blocked_until - self._clock.now())
-
-    def time_for(self, bucket: Bucket, requests: int) -> float:
-        """Seconds until ``requests`` more could have left, if nothing else asked."""
-        model = self._models[bucket]
-        now = self._clock.now()
-        if model.rate is None or requests <= 0:
-            return max(0.0, model.blocked_until - now) if requests > 0 else 0.0
-        room = max(1.0, model.burst - SLACK) - model.level_now(now)
-        extra = max(0.0, requests - max(0.0, room))
-        return max(model.blocked_until - now, 0.0) + extra / (model.rate * PACE)
 
     def counters(self, bucket: Bucket) -> dict[str, float | int | None]:
         model = self._models[bucket]
@@ -316,7 +307,6 @@ class RequestBudget:
         if self._pending(bucket) or model.ready_at(now) > now + EPSILON:
             return None
         model.take(now)
-        self._sends[bucket].append(now)
         return Grant(bucket, now)
 
     def _pending(self, bucket: Bucket) -> bool:
@@ -351,7 +341,6 @@ class RequestBudget:
 
     def _grant(self, waiter: _Waiter, model: _Model, now: float, probe: bool) -> None:
         model.take(now)
-        self._sends[model.bucket].append(now)
         waiter.future.set_result(Grant(model.bucket, now, probe))
 
     def _probe_gap(self, model: _Model) -> float:
@@ -387,7 +376,7 @@ class RequestBudget:
         if grant.probe:
             model.hint_disproved(now)
         before = model.rate
-        model.ok(now, pressed=self._pending(grant.bucket))
+        model.ok(now)
         if model.rate != before:
             self._changed(grant.bucket)
         self._pump(grant.bucket)
@@ -397,10 +386,8 @@ class RequestBudget:
         model = self._models[grant.bucket]
         now = self._clock.now()
         hint = self._bounded_hint(model, retry_after)
-        # A request the model let go was refused: the model is off (or the server unlucky).
-        surprise = not grant.probe
         before = (model.rate, model.burst)
-        model.refused(now, hint, surprise, self._recent_rate(grant.bucket, now))
+        model.refused(now, hint, grant.at, grant.probe)
         if (model.rate, model.burst) != before:
             self._changed(grant.bucket)
         self._pump(grant.bucket)
@@ -411,12 +398,6 @@ class RequestBudget:
             # No usable hint: wait one token's time.
             return 1.0 if model.rate is None else 1 / model.rate
         return min(retry_after, self._max_hint)
-
-    def _recent_rate(self, bucket: Bucket, now: float) -> float:
-        sends = [t for t in self._sends[bucket] if now - t <= 10.0]
-        if len(sends) < 2:
-            return MIN_RATE
-        return (len(sends) - 1) / max(now - sends[0], 0.1)
 
     def _changed(self, bucket: Bucket) -> None:
         if self.on_change is not None:

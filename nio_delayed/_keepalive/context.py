@@ -36,8 +36,9 @@ HOPELESS = (
     ErrorKind.DELAY_TOO_LARGE,
     ErrorKind.SENT_IMMEDIATELY,
 )
-#: No answer, or a server failure: the same request may well pass a moment later.
-_TRANSIENT = (ErrorKind.NETWORK, ErrorKind.SERVER_ERROR)
+#: Answers after which the same request may well pass a moment later: a refusal for the pace
+#: (the budget then waits as the server asked), no answer, or a server failure (after a back-off).
+_RETRIED = (ErrorKind.RATE_LIMITED, ErrorKind.NETWORK, ErrorKind.SERVER_ERROR)
 
 
 class KeepAliveContext:
@@ -68,6 +69,8 @@ class KeepAliveContext:
         #: What the server offers, learnt at start.
         self.dialect: Dialect | None = None
         self.max_delay_ms: int | None = None
+        #: How many delayed events the server keeps scheduled for one account.
+        self.max_scheduled: int | None = None
         self._restart_policy = self._build_policy(request_timeout, 1)
 
     def emit(
@@ -109,15 +112,7 @@ class KeepAliveContext:
             grant = await self._grant(bucket, priority, switch, deadline, latest)
             answer, sent_at = await self._send(grant, send, switch)
             error = answer if isinstance(answer, DelayedEventError) else None
-            if (
-                error is None
-                or attempt == attempts
-                or error.kind
-                not in (
-                    ErrorKind.RATE_LIMITED,
-                    *_TRANSIENT,
-                )
-            ):
+            if error is None or error.kind not in _RETRIED or attempt == attempts:
                 return answer, sent_at
             if error.kind is not ErrorKind.RATE_LIMITED:
                 await self.sleep(self.backoff.wait(attempt, self.rng))
@@ -148,6 +143,8 @@ class KeepAliveContext:
                 answer = await send(sent_at)
         error = answer if isinstance(answer, DelayedEventError) else None
         self._account(grant, error, switch)
+        if error is not None and error.kind is ErrorKind.UNAUTHORIZED:
+            self._unauthorized(switch, error)
         return answer, sent_at
 
     async def _grant(
@@ -169,9 +166,10 @@ class KeepAliveContext:
     def _account(
         self, grant: Grant, error: DelayedEventError | None, switch: SwitchRuntime | None
     ) -> None:
+        if error is not None and error.kind is ErrorKind.NETWORK:
+            return  # no answer: nothing learned (the model counted it when it left)
         if error is None or error.kind is not ErrorKind.RATE_LIMITED:
-            if error is None or error.kind is not ErrorKind.NETWORK:
-                self.budget.succeeded(grant)  # answered: the server counted it, and let it by
+            self.budget.succeeded(grant)  # answered: the server let it by
             return
         hint = None if error.retry_after_ms is None else error.retry_after_ms / 1000
         wait = self.budget.rate_limited(grant, hint)
@@ -184,9 +182,24 @@ class KeepAliveContext:
                 error,
             )
         if hint is not None:
-            self.hint_threatens(grant.bucket, hint)
+            self._hint_threatens(grant.bucket, hint)
 
-    def hint_threatens(self, bucket: Bucket, hint: float) -> None:
+    def _unauthorized(self, switch: SwitchRuntime | None, error: DelayedEventError) -> None:
+        """The access token was refused. Every request uses it, so every switch pauses at once
+        rather than each spend a request to learn the same: none sends until resumed."""
+        soft = " (soft logout: log in again to the same device to keep its keys)"
+        message = (
+            f"the server refused the access token{soft if error.soft_logout else ''}: paused, "
+            "nothing is sent until the client has a new token (client.access_token, "
+            "client.restore_login() or a new login) and KeepAliveManager.resume() is called; "
+            "the event fires when its delay runs out"
+        )
+        others = [each for each in self.switches if each is not switch]
+        for each in [switch, *others] if switch is not None else others:
+            if each.machine.unauthorized():
+                self.emit(each, SwitchEventKind.UNAUTHORIZED, message, error)
+
+    def _hint_threatens(self, bucket: Bucket, hint: float) -> None:
         """A hint this long may outlast some deadlines: say so for each switch it puts at risk
         (their restarts will still be tried at their last useful moment)."""
         if bucket is not Bucket.MANAGEMENT:
@@ -258,6 +271,8 @@ class KeepAliveContext:
         now = self.clock.now()
         rate_limited = error is not None and error.kind is ErrorKind.RATE_LIMITED
         previous = switch.machine.state
+        if previous is SwitchState.UNAUTHORIZED:
+            return previous  # paused: resume() makes it try again
         switch.machine.failed(now, 0.0 if rate_limited else None)
         self.emit(switch, SwitchEventKind.RESTART_FAILED, message, error)
         return previous

@@ -25,6 +25,7 @@ _LOG_LEVELS = {
     SwitchEventKind.ALIVE_FAILED: logging.WARNING,
     SwitchEventKind.STALL: logging.WARNING,
     SwitchEventKind.FAILED: logging.ERROR,
+    SwitchEventKind.UNAUTHORIZED: logging.ERROR,
     SwitchEventKind.OVERWRITTEN: logging.WARNING,
     SwitchEventKind.OVER_BUDGET: logging.WARNING,
     SwitchEventKind.UNDELIVERABLE: logging.WARNING,

@@ -43,6 +43,9 @@ class SwitchState(str, Enum):
     OVERWRITTEN = "overwritten"
     #: The event is gone and a new one is being armed.
     REARMING = "rearming"
+    #: The server refused the access token (401): the switch is paused, nothing is sent for it
+    #: until ``KeepAliveManager.resume()`` after the client has a working token.
+    UNAUTHORIZED = "unauthorized"
     STOPPING = "stopping"
     STOPPED = "stopped"
     #: The switch cannot go on (for example: the bot may no longer send into the room).
@@ -128,6 +131,8 @@ class SwitchMachine:
         self._stats = SwitchStats()
         #: When the next restart was planned before :meth:`hurry` moved it forward.
         self.resume_at: float | None = None
+        #: Re-arming (rather than restarting) when the access token was refused.
+        self._paused_rearming = False
 
     @property
     def state(self) -> SwitchState:
@@ -181,6 +186,8 @@ class SwitchMachine:
 
     def failed(self, now: float, retry_after: float | None = None) -> SwitchState:
         """An attempt failed without saying the event is gone. Returns the new state."""
+        if self.state is SwitchState.UNAUTHORIZED:
+            return self.state  # paused: nothing is planned until it is resumed
         self.failures += 1
         # Never longer than one restart interval (or 1 s): during an outage each switch asks no
         # more often than it does when healthy, and it notices the server's return within that.
@@ -263,6 +270,37 @@ class SwitchMachine:
     def resume(self) -> None:
         """Go back to the restart time planned before :meth:`hurry`."""
         self.next_at = self.resume_at
+
+    def unauthorized(self) -> bool:
+        """The access token was refused: pause (nothing planned) until :meth:`resumed`. True if
+        it just paused; a switch being added, stopped or ended is not paused."""
+        if self.state not in (
+            SwitchState.ARMED,
+            SwitchState.AT_RISK,
+            SwitchState.PROBABLY_FIRED,
+            SwitchState.REARMING,
+        ):
+            return False
+        self._paused_rearming = self.state is SwitchState.REARMING
+        self._state = SwitchState.UNAUTHORIZED
+        self.next_at = None
+        self.failures = 0
+        return True
+
+    def resumed(self, now: float) -> bool:
+        """The client has a new access token: act at once. A switch that was restarting verifies
+        its event as after an outage (at risk, or probably fired if its deadline passed while it
+        was paused); one that was re-arming arms. True if it was paused."""
+        if self.state is not SwitchState.UNAUTHORIZED:
+            return False
+        if self._paused_rearming:
+            self._state = SwitchState.REARMING
+        elif self.deadline is not None and now >= self.deadline:
+            self._state = SwitchState.PROBABLY_FIRED
+        else:
+            self._state = SwitchState.AT_RISK
+        self.next_at = now
+        return True
 
     def failed_for_good(self) -> None:
         """The event cannot be (re-)armed: the switch ends."""

@@ -158,6 +158,7 @@ class KeepAliveManager:
                 )
             self._ctx.dialect = support.dialect
             self._ctx.max_delay_ms = support.max_delay_ms
+            self._ctx.max_scheduled = support.max_scheduled
             listing, _ = await self._ctx.request(
                 Bucket.MANAGEMENT,
                 Priority.KEEP,
@@ -375,6 +376,30 @@ class KeepAliveManager:
                 f"{settings.requested_delay_ms} ms, restart interval {interval:.3g} s",
             )
         return switch
+
+    def resume(self) -> list[DeadMansSwitch]:
+        """Resume the switches paused because the server refused the access token (state
+        ``UNAUTHORIZED``), once the client has a working one::
+
+            client.access_token = new_token  # or client.restore_login(...), or a new login
+            manager.resume()
+
+        Each restarts at once (one whose event was gone re-arms); one whose deadline passed
+        while paused verifies as after an outage: a confirmed restart resumes it, an event that
+        fired is handled by its ``on_lost`` policy. If the token is still refused they pause
+        again after one request. Returns the switches resumed."""
+        now = self.clock.now()
+        resumed = []
+        for switch in self._ctx.switches:
+            if switch.machine.resumed(now):
+                self._ctx.emit(
+                    switch,
+                    SwitchEventKind.RESUMED,
+                    f"resumed with a new access token: {switch.machine.state.value}, acting now",
+                )
+                self._scheduler.schedule(switch)
+                resumed.append(switch.handle)
+        return resumed
 
     async def stop_switch(self, switch: DeadMansSwitch, policy: ExitPolicy | None = None) -> None:
         """Stop ``switch`` (same as ``await switch.stop(policy)``)."""

@@ -51,6 +51,8 @@ class Capacity:
     #: could be scheduled at once right now.
     arming_per_second: float | None
     arming_room: float
+    #: Seconds the restarts still wait out a rate-limit hint from the server (0: none).
+    hint_wait: float = 0.0
 
     def max_switches(self, delay: timedelta | float) -> int | None:
         """How many switches of ``delay`` the budget keeps in all (``None``: no known limit)."""
@@ -167,6 +169,7 @@ class Planner:
             deliverable=can_deliver,
             arming_per_second=arming,
             arming_room=ctx.budget.room(Bucket.SCHEDULING),
+            hint_wait=ctx.budget.blocked_for(Bucket.MANAGEMENT),
         )
 
 

@@ -17,6 +17,9 @@ from .switch import LostPolicy, SwitchEventKind, SwitchRuntime
 
 __all__ = ["Restarter"]
 
+# Longer than this in the budget's queue is a wait (s).
+_WAITED = 0.05
+
 logger = logging.getLogger("nio_delayed")
 
 
@@ -33,6 +36,8 @@ class Restarter:
         """The scheduler's request task for a due switch. Never raises."""
         overwrite_before = switch.overwrite
         try:
+            if switch.machine.state is SwitchState.UNAUTHORIZED:
+                return  # paused after it was due: resume() schedules it again
             if self._guard.pending(switch):
                 await self._guard.handle(switch)
             elif switch.machine.state is SwitchState.REARMING:
@@ -71,6 +76,7 @@ class Restarter:
                 delay_id, policy=self._ctx.policy(timeout=timeout)
             )
 
+        asked_at = self._ctx.clock.now()
         resp, sent_at = await self._ctx.request(
             Bucket.MANAGEMENT,
             Priority.AT_RISK if switch.over_budget else Priority.KEEP,
@@ -83,15 +89,20 @@ class Restarter:
         if switch not in self._ctx.switches:
             return  # stopped meanwhile
         if isinstance(resp, UpdateDelayedEventResponse):
-            await self._confirmed(switch, sent_at, now)
+            # A restart that waited its turn in the budget keeps its new, later phase: switches
+            # due together then spread out to the pace the server allows.
+            waited = sent_at - asked_at > _WAITED
+            await self._confirmed(switch, sent_at, now, keep_phase=not waited)
         elif resp.kind in GONE:
             await self._lost(switch, resp)
         else:
             self._failed(switch, resp, now)
 
-    async def _confirmed(self, switch: SwitchRuntime, sent_at: float, now: float) -> None:
-        previous = switch.machine.restarted(sent_at, now)
-        if previous in (SwitchState.AT_RISK, SwitchState.PROBABLY_FIRED):
+    async def _confirmed(
+        self, switch: SwitchRuntime, sent_at: float, now: float, keep_phase: bool
+    ) -> None:
+        previous = switch.machine.restarted(sent_at, now, keep_phase=keep_phase)
+        if previous in (SwitchState.AT_RISK, SwitchState.PROBABLY_FIRED, SwitchState.UNAUTHORIZED):
             self._ctx.emit(
                 switch, SwitchEventKind.RECOVERED, f"restart confirmed again (was {previous.value})"
             )

@@ -20,7 +20,13 @@ __all__ = ["Stopping"]
 # How long before giving up a stop may still go past a long rate-limit hint (as a probe).
 _PROBE_LEAD = 0.5
 # Answers after which trying again cannot help.
-_FINAL = (*GONE, ErrorKind.FORBIDDEN, ErrorKind.INVALID, ErrorKind.UNSUPPORTED)
+_FINAL = (
+    *GONE,
+    ErrorKind.FORBIDDEN,
+    ErrorKind.UNAUTHORIZED,
+    ErrorKind.INVALID,
+    ErrorKind.UNSUPPORTED,
+)
 
 
 class Stopping:
@@ -87,11 +93,12 @@ class Stopping:
             give_up = min(give_up, deadline)
         failures = 0
         resp: UpdateDelayedEventResponse | DelayedEventError = DelayedEventError.local(
-            ErrorKind.NETWORK, f"no answer within stop_timeout ({self._stop_timeout:g} s)"
+            ErrorKind.NETWORK,
+            f"not done before the event's deadline or stop_timeout ({self._stop_timeout:g} s)",
         )
-        while clock.now() < give_up:
+        while True:  # one try at least, even past the deadline: the server may be late
             sent = await self._ctx.within(
-                give_up - clock.now(),
+                max(give_up - clock.now(), self._ctx.request_timeout),
                 self._ctx.request(
                     Bucket.MANAGEMENT,
                     Priority.STOP,
@@ -101,12 +108,13 @@ class Stopping:
                 ),
             )
             if sent is None:
-                break  # out of time while waiting for the budget or the answer
+                return resp  # out of time while waiting for the budget or the answer
             resp = sent[0]
             if isinstance(resp, UpdateDelayedEventResponse) or resp.kind in _FINAL:
                 return resp
             failures += 1
+            if clock.now() >= give_up:
+                return resp
             if resp.kind is not ErrorKind.RATE_LIMITED:
                 pause = self._ctx.backoff.wait(failures, self._ctx.rng)
                 await self._ctx.sleep(min(pause, max(0.0, give_up - clock.now())))
-        return resp

@@ -125,6 +125,12 @@ class SwitchEventKind(str, Enum):
     #: If the bot died now, the server could not deliver every switch's event: fired events go
     #: through the account's message rate limit, and the ones over it are dropped.
     UNDELIVERABLE = "undeliverable"
+    #: The server refused the access token (401 ``M_UNKNOWN_TOKEN``, ``soft_logout`` on the
+    #: error): every switch is paused until the client has a new token and
+    #: ``KeepAliveManager.resume()`` is called.
+    UNAUTHORIZED = "unauthorized"
+    #: Resumed after a new access token: it restarts (or re-arms) at once.
+    RESUMED = "resumed"
     STOPPED = "stopped"
     FAILED = "failed"
 

@@ -221,6 +221,7 @@ class FakeHomeserver(LoopbackServer):
         self.room_events: list[dict[str, Any]] = []
         self.faults: list[Fault] = []
         self._users: dict[str, str] = {}  # token -> user id
+        self._logged_out: dict[str, bool] = {}  # token -> soft logout
         self._delayed: dict[str, _Delayed] = {}
         self._txns: dict[tuple[str, str], str] = {}
         self._state: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -239,6 +240,12 @@ class FakeHomeserver(LoopbackServer):
         token = secrets.token_urlsafe(16)
         self._users[token] = user_id
         return token
+
+    def log_out(self, token: str, soft_logout: bool = False) -> None:
+        """End an access token, as an admin, an expiry or a password change does: requests
+        with it are answered 401 ``M_UNKNOWN_TOKEN`` (with ``soft_logout`` if asked)."""
+        self._users.pop(token, None)
+        self._logged_out[token] = soft_logout
 
     def inject(self, fault: Fault) -> Fault:
         self.faults.append(fault)
@@ -344,7 +351,9 @@ class FakeHomeserver(LoopbackServer):
             fault,
         )
         self.requests.append(record)
-        response = await self._answer(request, handler, fault)
+        # A token logged out is refused before anything else, as a server checks it first.
+        refused = self._refuse_logged_out(request)
+        response = refused if refused is not None else await self._answer(request, handler, fault)
         record.status = response.status
         if isinstance(response, web.Response) and response.content_type == "application/json":
             assert response.text is not None
@@ -381,6 +390,15 @@ class FakeHomeserver(LoopbackServer):
             return _error(405, "M_UNRECOGNIZED", "Unrecognized request")
         except web.HTTPNotFound:
             return _error(404, "M_UNRECOGNIZED", "Unrecognized request")
+
+    def _refuse_logged_out(self, request: web.Request) -> web.Response | None:
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if token not in self._logged_out:
+            return None
+        body: dict[str, Any] = {"errcode": "M_UNKNOWN_TOKEN", "error": "Unknown access token"}
+        if self._logged_out[token]:
+            body["soft_logout"] = True
+        return web.json_response(body, status=401)
 
     def _now(self) -> float:
         return self.clock.now() if self.clock is not None else asyncio.get_running_loop().time()
