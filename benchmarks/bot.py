@@ -13,12 +13,15 @@ import json
 import sys
 import time
 
-from nio_delayed import DelayedAsyncClient, ExitPolicy
+from nio_delayed import DelayedAsyncClient, ExitPolicy, ServerLimits
 
 
 async def main(url: str, user_id: str, token: str, room_id: str, delay_ms: str, body: str) -> None:
     client = DelayedAsyncClient(url, user_id)
     client.restore_login(user_id, "bench-bot", token)
+    # The benchmark's Synapse (DevServer) runs with relaxed rate limits; by default the
+    # keep-alive would assume Synapse's, too few restarts a second for a 2 s delay.
+    client.delayed_events_limits = ServerLimits.unlimited()
     switch = await client.keep_alive.add(
         room_id,
         "m.room.message",
