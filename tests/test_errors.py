@@ -1,4 +1,5 @@
-"""Every error shape of PROTOCOL.md sections 4 and 6, classified without I/O."""
+"""Every error shape seen from servers and MSC revisions (see the README's Errors section),
+classified without I/O."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Parsing delayed events from every field-name variant of PROTOCOL.md section 3."""
+"""Parsing delayed events from every field-name variant the servers and MSC revisions use."""
 
 from __future__ import annotations
 

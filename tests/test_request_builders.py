@@ -1,4 +1,5 @@
-"""Every request shape of PROTOCOL.md section 1, built without I/O."""
+"""Every request shape of the three MSC4140 dialects (see the README's Servers section), built
+without I/O."""
 
 from __future__ import annotations
 
