@@ -379,7 +379,8 @@ class RequestBudget:
         model.ok(now)
         if model.rate != before:
             self._changed(grant.bucket)
-        self._pump(grant.bucket)
+        if self._pending(grant.bucket):  # a success may end a hint that held others back
+            self._pump(grant.bucket)
 
     def rate_limited(self, grant: Grant, retry_after: float | None) -> float:
         """The request was refused with 429. Returns how long the bucket now waits."""

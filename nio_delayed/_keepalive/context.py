@@ -155,6 +155,9 @@ class KeepAliveContext:
         deadline: float | None,
         latest: float | None,
     ) -> Grant:
+        granted = self.budget.try_acquire(bucket)
+        if granted is not None:
+            return granted  # the common case: a token at hand, nothing to wait for
         if switch is not None:
             switch.waiting_for_budget = True
         try:
