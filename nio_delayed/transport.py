@@ -44,7 +44,7 @@ __all__ = [
     "send_with_retries",
 ]
 
-logger = logging.getLogger("nio_delayed")
+logger = logging.getLogger(__name__)
 
 #: The most of an answer's body that is read (after decompression). Every answer of the
 #: protocol is far smaller, but a listing of many events; a longer one is a server error.
@@ -262,12 +262,19 @@ async def send_with_retries(sender: Sender, request: HttpRequest, policy: Reques
             outcome = NoAnswer(f"connection failed: {type(exc).__name__}", reached=True)
         else:
             outcome = answer
+        elapsed_ms = (time.monotonic() - started) * 1000
         logger.debug(
             "%s %s -> %s in %.0f ms",
             request.method,
             request.log_path,
             outcome.status if isinstance(outcome, HttpAnswer) else outcome.message,
-            (time.monotonic() - started) * 1000,
+            elapsed_ms,
+            extra={
+                "http_method": request.method,
+                "http_path": request.log_path,  # its delay_id shortened
+                "http_status": outcome.status if isinstance(outcome, HttpAnswer) else None,
+                "duration_ms": round(elapsed_ms, 1),
+            },
         )
         return outcome
 
