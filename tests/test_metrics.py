@@ -9,19 +9,19 @@ from dataclasses import dataclass
 
 import pytest
 
-prometheus_client = pytest.importorskip("prometheus_client", reason="needs nio-delayed[metrics]")
+pytest.importorskip("prometheus_client", reason="needs nio-delayed[metrics]")
 
-import aiohttp  # noqa: E402
-from aiohttp import web  # noqa: E402
-from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
-from nio_delayed import DelayedAsyncClient, KeepAliveManager, RateLimit, ServerLimits  # noqa: E402
-from nio_delayed.metrics import KeepAliveCollector, aiohttp_handler, register  # noqa: E402
-from nio_delayed.testing import FakeClock, FakeHomeserver, Fault  # noqa: E402
+from nio_delayed import DelayedAsyncClient, KeepAliveManager, RateLimit, ServerLimits
+from nio_delayed.metrics import KeepAliveCollector, aiohttp_handler, register
+from nio_delayed.testing import FakeClock, FakeHomeserver, Fault
 
-from .conftest import fake_client  # noqa: E402
-from .test_keepalive import advancing  # noqa: E402
+from .conftest import fake_client
+from .test_keepalive import advancing
 
 ROOM = "!room:fake"
 OFFLINE = {"msgtype": "m.notice", "body": "bot offline"}
