@@ -5,7 +5,10 @@ or above, and no secret in a message or a field."""
 from __future__ import annotations
 
 import ast
+import io
+import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,3 +235,34 @@ async def test_no_record_carries_a_token_or_a_whole_delay_id(
             for secret in (token, first, second):
                 assert secret not in text, (record.name, text)
             assert OFFLINE["body"] not in text  # nor the content
+
+
+def readme_block(containing: str) -> str:
+    """The README's Python code block that contains ``containing``."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.DOTALL)
+    [block] = [b for b in blocks if containing in b]
+    return block
+
+
+async def test_the_readmes_json_logging_writes_the_fields(bot: Bot) -> None:
+    namespace: dict[str, object] = {}
+    exec(compile(readme_block("class JsonFormatter"), "README.md", "exec"), namespace)
+    handler = namespace["handler"]
+    assert isinstance(handler, logging.StreamHandler)
+    out = io.StringIO()
+    handler.setStream(out)
+    try:
+        switch = await bot.manager.add(ROOM, "m.room.message", OFFLINE, delay=30_000, key="main")
+    finally:
+        logging.getLogger("nio_delayed").removeHandler(handler)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    [armed] = [line for line in lines if line.get("event_kind") == "armed"]
+    assert switch.delay_id is not None
+    assert armed["logger"] == EVENTS_LOGGER
+    assert armed["level"] == "INFO"
+    assert (armed["room_id"], armed["switch_key"], armed["switch_state"]) == (ROOM, "main", "armed")
+    assert armed["delay_id_short"] == switch.delay_id.short
+    [offer] = [line for line in lines if line["logger"] == "nio_delayed._client.negotiation"]
+    assert (offer["homeserver"], offer["supported"]) == (bot.server.url, True)
+    assert not [line for line in lines if line["level"] == "DEBUG"]  # the snippet's INFO level
