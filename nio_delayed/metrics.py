@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -48,7 +49,6 @@ __all__ = [
     "KeepAliveCollector",
     "Snapshot",
     "aiohttp_handler",
-    "families",
     "register",
 ]
 
@@ -83,26 +83,21 @@ class Snapshot:
     hint_wait: float
     #: Seconds to the nearest predicted deadline of a running switch.
     next_deadline: float | None = None
-    running: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "running", sum(self.states.values()))
 
 
 class KeepAliveCollector:
     """A Prometheus collector for one :class:`~nio_delayed.KeepAliveManager`.
 
-    Create it (or :func:`register` it) in the manager's event loop. A scrape from another thread
+    Create it (or :func:`register` it) in the manager's event loop, or before it runs: the loop is
+    then the one its first switch event comes from. A scrape from another thread
     (``start_http_server``) asks that loop for the figures and waits up to ``READ_TIMEOUT``: the
     manager is only ever read from its own loop.
     """
 
     def __init__(self, manager: KeepAliveManager) -> None:
         self._manager = manager
-        try:
-            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            self._loop = None  # read in the caller's thread
+        # The loop that owns the manager; created outside one, the first event tells it.
+        self._loop = _running_loop()
         self._events: collections.Counter[str] = collections.Counter()
         self._errors: collections.Counter[str] = collections.Counter()
         self._ended = SwitchStats()
@@ -113,6 +108,8 @@ class KeepAliveCollector:
         manager.on_event(self._on_event)
 
     def _on_event(self, event: SwitchEvent) -> None:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
         self._events[event.kind.value] += 1
         error = event.error
         if error is not None and self._last_error.get(event.switch) is not error:
@@ -165,10 +162,15 @@ class KeepAliveCollector:
         async def read() -> Snapshot:
             return self.snapshot()
 
-        return asyncio.run_coroutine_threadsafe(read(), loop).result(READ_TIMEOUT)
+        future = asyncio.run_coroutine_threadsafe(read(), loop)
+        try:
+            return future.result(READ_TIMEOUT)
+        except concurrent.futures.TimeoutError:
+            future.cancel()  # the loop is blocked: this scrape fails, the next one tries again
+            raise
 
     def collect(self) -> Iterable[Metric]:
-        return families(self._read())
+        return _families(self._read())
 
     def describe(self) -> Iterable[Metric]:
         """What the registry checks for duplicates when this collector is registered (a
@@ -176,7 +178,7 @@ class KeepAliveCollector:
         return self.collect()
 
 
-def families(s: Snapshot) -> list[Metric]:
+def _families(s: Snapshot) -> list[Metric]:
     """The metric families of a snapshot: the exporter's contract (README: "Metrics")."""
     found: list[Metric] = []
 

@@ -166,3 +166,12 @@ async def test_status_reads_a_running_bot_process_from_the_outside() -> None:
     assert result["events"]["armed"] == 4
     assert 0 < result["capacity"]["restarts_per_second"] < 1  # Synapse's default limit, less room
     assert server.scheduled() == []  # the bot cancelled its switches on SIGTERM
+
+
+async def test_status_without_prometheus_client_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "prometheus_client.parser", None)  # as if not installed
+    code, out, err = await cli(capsys, "status")
+    assert (code, out) == (2, "")
+    assert "pip install 'nio-delayed[metrics]'" in err
