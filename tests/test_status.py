@@ -19,18 +19,16 @@ import pytest
 pytest.importorskip("prometheus_client", reason="needs nio-delayed[metrics]")
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 
-from nio_delayed import KeepAliveManager, RateLimit, ServerLimits
-from nio_delayed.metrics import aiohttp_handler, register
-from nio_delayed.testing import FakeClock, FakeHomeserver, Fault
+from nio_delayed.metrics import aiohttp_handler
+from nio_delayed.testing import FakeHomeserver, Fault
 
-from .conftest import fake_client
+from . import test_metrics
 from .test_cli import cli
-from .test_keepalive import advancing
+from .test_metrics import Bot
 
 ROOM = "!room:fake"
-OFFLINE = {"msgtype": "m.notice", "body": "bot offline"}
+bot = test_metrics.bot  # the fixture: a bot on the fake homeserver with its exporter
 BOT = Path(__file__).parent / "metrics_bot_process.py"
 
 
@@ -46,25 +44,16 @@ async def serve(app: web.Application) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def metrics_url() -> AsyncIterator[str]:
+async def metrics_url(bot: Bot) -> AsyncIterator[str]:
     """A bot with three switches, one restart refused, its metrics served in this loop."""
-    clock = FakeClock()
-    async with FakeHomeserver(clock=clock) as server:
-        client = await fake_client(server)
-        client.delayed_events_limits = ServerLimits(RateLimit(1.0, 5), None)
-        manager = KeepAliveManager(client, clock=clock, seed=1, request_timeout=5)
-        registry = CollectorRegistry()
-        register(manager, registry)
-        for key in "abc":
-            await manager.add(ROOM, "m.room.message", OFFLINE, delay=30_000, key=key)
-        server.inject(Fault(path_contains="/restart", status=503, body="down", times=1))
-        await clock.advance(11)
-        app = web.Application()
-        app.router.add_get("/metrics", aiohttp_handler(registry))
-        async with serve(app) as base:
-            yield f"{base}/metrics"
-        await advancing(clock, manager.close())
-        await client.close()
+    for key in "abc":
+        await bot.add(key)
+    bot.server.inject(Fault(path_contains="/restart", status=503, body="down", times=1))
+    await bot.clock.advance(11)
+    app = web.Application()
+    app.router.add_get("/metrics", aiohttp_handler(bot.registry))
+    async with serve(app) as base:
+        yield f"{base}/metrics"
 
 
 async def test_status_prints_the_switches_and_the_budget(
