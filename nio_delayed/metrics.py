@@ -7,11 +7,13 @@
     start_http_server(9464, addr="127.0.0.1")
 
 A :class:`KeepAliveCollector` reads the manager's public state when it is scraped: the
-restarts themselves cost nothing more. The only thing it keeps between scrapes is a count of
-the switch events by kind (a callback the manager calls on every event, which are rare next to
-restarts) and the counters of switches that ended, so that its counters never go down.
+restarts themselves cost nothing more. All it keeps between scrapes is what the manager forgets:
+counts of the switch events and of their errors by kind (a callback the manager calls on every
+event, which are rare next to restarts) and the counters of switches that ended, so that its
+counters never go down.
 
-The metric names, their labels and their meaning are a stable contract (README: "Metrics").
+The metric names, their labels and their meaning are a stable contract (README: "Operating a
+bot", "Metrics").
 """
 
 from __future__ import annotations
@@ -179,7 +181,7 @@ class KeepAliveCollector:
 
 
 def _families(s: Snapshot) -> list[Metric]:
-    """The metric families of a snapshot: the exporter's contract (README: "Metrics")."""
+    """The metric families of a snapshot: the exporter's contract."""
     found: list[Metric] = []
 
     def add(

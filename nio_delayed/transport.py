@@ -247,6 +247,23 @@ def _wait(policy: RequestPolicy) -> Callable[[RetryCallState], float]:
     return wait
 
 
+def _log_request(request: HttpRequest, outcome: Outcome, elapsed_ms: float) -> None:
+    status = outcome.status if isinstance(outcome, HttpAnswer) else None
+    logger.debug(
+        "%s %s -> %s in %.0f ms",
+        request.method,
+        request.log_path,
+        outcome.message if isinstance(outcome, NoAnswer) else status,
+        elapsed_ms,
+        extra={
+            "http_method": request.method,
+            "http_path": request.log_path,  # its delay_id shortened
+            "http_status": status,
+            "duration_ms": round(elapsed_ms, 1),
+        },
+    )
+
+
 async def send_with_retries(sender: Sender, request: HttpRequest, policy: RequestPolicy) -> Outcome:
     """The last outcome after at most ``policy.max_attempts`` attempts; never raises on I/O."""
 
@@ -262,20 +279,8 @@ async def send_with_retries(sender: Sender, request: HttpRequest, policy: Reques
             outcome = NoAnswer(f"connection failed: {type(exc).__name__}", reached=True)
         else:
             outcome = answer
-        elapsed_ms = (time.monotonic() - started) * 1000
-        logger.debug(
-            "%s %s -> %s in %.0f ms",
-            request.method,
-            request.log_path,
-            outcome.status if isinstance(outcome, HttpAnswer) else outcome.message,
-            elapsed_ms,
-            extra={
-                "http_method": request.method,
-                "http_path": request.log_path,  # its delay_id shortened
-                "http_status": outcome.status if isinstance(outcome, HttpAnswer) else None,
-                "duration_ms": round(elapsed_ms, 1),
-            },
-        )
+        if logger.isEnabledFor(logging.DEBUG):  # every restart passes here
+            _log_request(request, outcome, (time.monotonic() - started) * 1000)
         return outcome
 
     if policy.max_attempts == 1:

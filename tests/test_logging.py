@@ -127,6 +127,22 @@ async def test_a_switch_event_record_carries_its_fields(
     }
 
 
+async def test_a_request_record_carries_its_fields(
+    bot: Bot, caplog: pytest.LogCaptureFixture
+) -> None:
+    switch = await bot.manager.add(ROOM, "m.room.message", OFFLINE, delay=30_000)
+    await bot.clock.advance(11)  # one restart
+    assert switch.delay_id is not None
+    [restart] = [r for r in caplog.records if "/restart" in str(getattr(r, "http_path", ""))]
+    assert restart.name == "nio_delayed.transport"
+    assert restart.levelno == logging.DEBUG
+    fields = extras(restart)
+    assert set(fields) == {"http_method", "http_path", "http_status", "duration_ms"}
+    assert (fields["http_method"], fields["http_status"]) == ("POST", 200)
+    assert f"/{switch.delay_id.short}/" in str(fields["http_path"])
+    assert isinstance(fields["duration_ms"], float)
+
+
 async def test_a_state_switch_is_known_by_its_state_key(
     bot: Bot, caplog: pytest.LogCaptureFixture
 ) -> None:
