@@ -44,12 +44,14 @@ from . import (
     SwitchState,
     SwitchStats,
 )
+from .wire import SWITCH_KEY_FIELD
 
 __all__ = [
     "FIRE_KINDS",
     "PREFIX",
     "KeepAliveCollector",
     "Snapshot",
+    "SwitchRow",
     "aiohttp_handler",
     "register",
 ]
@@ -85,10 +87,35 @@ class Snapshot:
     hint_wait: float
     #: Seconds to the nearest predicted deadline of a running switch.
     next_deadline: float | None = None
+    #: With ``per_switch``: each running switch (its labels, state and deadline).
+    switches: tuple[SwitchRow, ...] = ()
+
+
+@dataclass(frozen=True)
+class SwitchRow:
+    """One running switch, as the per-switch metrics show it."""
+
+    room_id: str
+    event_type: str
+    #: The state key of a state switch, the ``key`` of a message switch.
+    switch_key: str
+    state: str
+    #: Seconds to its predicted deadline (``None``: not armed).
+    deadline: float | None
+
+    @classmethod
+    def of(cls, switch: DeadMansSwitch) -> SwitchRow:
+        key = switch.state_key
+        if key is None:
+            key = str(switch.content.get(SWITCH_KEY_FIELD, ""))
+        return cls(switch.room_id, switch.event_type, key, switch.state.value, switch.deadline_in)
 
 
 class KeepAliveCollector:
     """A Prometheus collector for one :class:`~nio_delayed.KeepAliveManager`.
+
+    ``per_switch`` adds a state and a deadline series for each running switch, labelled with
+    its room, event type and key: one series each per switch, so leave it off for thousands.
 
     Create it (or :func:`register` it) in the manager's event loop, or before it runs: the loop is
     then the one its first switch event comes from. A scrape from another thread
@@ -96,8 +123,9 @@ class KeepAliveCollector:
     manager is only ever read from its own loop.
     """
 
-    def __init__(self, manager: KeepAliveManager) -> None:
+    def __init__(self, manager: KeepAliveManager, *, per_switch: bool = False) -> None:
         self._manager = manager
+        self._per_switch = per_switch
         # The loop that owns the manager; created outside one, the first event tells it.
         self._loop = _running_loop()
         self._events: collections.Counter[str] = collections.Counter()
@@ -154,6 +182,7 @@ class KeepAliveCollector:
             arming_per_second=capacity.arming_per_second,
             hint_wait=capacity.hint_wait,
             next_deadline=min(deadlines, default=None),
+            switches=tuple(SwitchRow.of(s) for s in switches) if self._per_switch else (),
         )
 
     def _read(self) -> Snapshot:
@@ -299,7 +328,29 @@ def _families(s: Snapshot) -> list[Metric]:
         "The least time left before a deadline when a restart was confirmed (absent: none yet).",
         stats.min_margin,
     )
+    if s.switches:
+        _add_switch_rows(found, s.switches)
     return found
+
+
+def _add_switch_rows(found: list[Metric], rows: tuple[SwitchRow, ...]) -> None:
+    labels = ["room_id", "event_type", "switch_key"]
+    state = GaugeMetricFamily(
+        f"{PREFIX}_switch_state",
+        "Each running switch's state (1 for its current state).",
+        labels=[*labels, "state"],
+    )
+    deadline = GaugeMetricFamily(
+        f"{PREFIX}_switch_deadline_seconds",
+        "Seconds to each armed switch's predicted deadline.",
+        labels=labels,
+    )
+    for row in rows:
+        names = [row.room_id, row.event_type, row.switch_key]
+        state.add_metric([*names, row.state], 1)
+        if row.deadline is not None:
+            deadline.add_metric(names, row.deadline)
+    found += [state, deadline]
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -310,11 +361,11 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 
 def register(
-    manager: KeepAliveManager, registry: CollectorRegistry = REGISTRY
+    manager: KeepAliveManager, registry: CollectorRegistry = REGISTRY, *, per_switch: bool = False
 ) -> KeepAliveCollector:
     """Register a :class:`KeepAliveCollector` for ``manager`` (one per registry: the metric
     names are the same for every manager) and return it."""
-    collector = KeepAliveCollector(manager)
+    collector = KeepAliveCollector(manager, per_switch=per_switch)
     registry.register(collector)
     return collector
 

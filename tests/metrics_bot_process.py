@@ -2,7 +2,7 @@
 
     python tests/metrics_bot_process.py URL USER_ID TOKEN ROOM_ID COUNT
 
-Arms COUNT message switches, serves the metrics on 127.0.0.1 (a free port, from
+Arms COUNT message switches, serves the metrics (per switch too) on 127.0.0.1 (a free port, from
 ``start_http_server``'s own thread) and prints ``{"metrics_port": PORT}`` once they are armed.
 SIGTERM stops it cleanly (exit policy: cancel).
 """
@@ -28,7 +28,7 @@ async def main(url: str, user_id: str, token: str, room_id: str, count: str) -> 
     client.delayed_events_limits = ServerLimits()  # Synapse's defaults: a known budget
     manager = client.keep_alive
     registry = CollectorRegistry()
-    register(manager, registry)
+    register(manager, registry, per_switch=True)
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, manager.close_soon)
     for n in range(int(count)):
         await manager.add(

@@ -167,3 +167,19 @@ async def test_the_aiohttp_handler_serves_the_registry(bot: Bot) -> None:
 async def test_one_registry_takes_one_manager(bot: Bot) -> None:
     with pytest.raises(ValueError, match="Duplicated"):
         register(bot.manager, bot.registry)
+
+
+async def test_per_switch_series_name_each_switch_by_room_type_and_key(bot: Bot) -> None:
+    await bot.add("a")
+    await bot.manager.add(ROOM, "org.example.status", {"up": False}, state_key="bot", delay=60_000)
+    plain = bot.scrape()
+    assert not [name for name, _ in plain if name.startswith("nio_delayed_switch_state")]
+    registry = CollectorRegistry()
+    register(bot.manager, registry, per_switch=True)
+    samples = bot.scrape(generate_latest(registry).decode())
+    message = {"room_id": ROOM, "event_type": "m.room.message", "switch_key": "a"}
+    state = {"room_id": ROOM, "event_type": "org.example.status", "switch_key": "bot"}
+    assert samples[one("switch_state", **message, state="armed")] == 1
+    assert samples[one("switch_state", **state, state="armed")] == 1
+    assert 0 < samples[one("switch_deadline_seconds", **message)] <= 30
+    assert 30 < samples[one("switch_deadline_seconds", **state)] <= 60

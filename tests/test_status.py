@@ -19,8 +19,9 @@ import pytest
 pytest.importorskip("prometheus_client", reason="needs nio-delayed[metrics]")
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
-from nio_delayed.metrics import aiohttp_handler
+from nio_delayed.metrics import aiohttp_handler, register
 from nio_delayed.testing import FakeHomeserver, Fault
 
 from . import test_metrics
@@ -90,6 +91,26 @@ async def test_status_json_is_for_scripts(
     assert result["events"]["armed"] == 3
 
 
+async def test_status_lists_each_switch_when_the_exporter_names_them(
+    bot: Bot, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await bot.add("soon", delay=10_000)
+    await bot.add("later", delay=60_000)
+    registry = CollectorRegistry()
+    register(bot.manager, registry, per_switch=True)
+    app = web.Application()
+    app.router.add_get("/metrics", aiohttp_handler(registry))
+    async with serve(app) as base:
+        code, out, err = await cli(capsys, "status", "--metrics-url", f"{base}/metrics")
+    assert (code, err) == (0, "")
+    _, listing = out.split("\n\n")
+    header, *lines = listing.splitlines()
+    assert header.split() == ["ROOM", "TYPE", "KEY", "STATE", "DEADLINE", "IN"]
+    rows = [line.split() for line in lines]
+    assert [row[2] for row in rows] == ["soon", "later"]  # the nearest deadline first
+    assert {row[3] for row in rows} == {"armed"}
+
+
 async def test_status_of_an_endpoint_that_is_not_there_fails_on_stderr(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -154,6 +175,9 @@ async def test_status_reads_a_running_bot_process_from_the_outside() -> None:
     assert result["by_state"] == {"armed": 4}
     assert result["events"]["armed"] == 4
     assert 0 < result["capacity"]["restarts_per_second"] < 1  # Synapse's default limit, less room
+    assert sorted(s["switch_key"] for s in result["switch_list"]) == ["0", "1", "2", "3"]
+    assert {s["state"] for s in result["switch_list"]} == {"armed"}
+    assert all(0 < s["deadline_seconds"] <= 60 for s in result["switch_list"])
     assert server.scheduled() == []  # the bot cancelled its switches on SIGTERM
 
 

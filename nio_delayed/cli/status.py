@@ -23,6 +23,8 @@ DEFAULT_METRICS_URL = "http://127.0.0.1:9464/metrics"
 #: States of a running switch whose event may be sent while the bot is alive.
 ATTENTION_STATES = ("at_risk", "probably_fired", "unauthorized")
 Samples = dict[str, dict[str, float]]
+#: The per-switch series (``register(..., per_switch=True)``), labelled by room, type and key.
+_PER_SWITCH = ("switch_state", "switch_deadline_seconds")
 
 
 def add_status_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -57,7 +59,7 @@ async def status(args: argparse.Namespace) -> int:
         families = list(text_string_to_metric_families(text))
     except ValueError as exc:
         raise CommandError(f"{args.metrics_url} is not a metrics page: {exc}", EXIT_ERROR) from exc
-    samples = _samples(families, PREFIX)
+    samples, switches = _samples(families, PREFIX)
     if not samples:
         raise CommandError(
             f"{args.metrics_url} has no {PREFIX}_ metrics: is the bot's keep-alive registered "
@@ -65,10 +67,21 @@ async def status(args: argparse.Namespace) -> int:
             EXIT_ERROR,
         )
     result = summary(samples, FIRE_KINDS)
+    result["switch_list"] = switches
     if args.json:
         print_json(result)
-    else:
-        print_table(["what", "value"], _rows(result))
+        return EXIT_OK
+    print_table(["what", "value"], _rows(result))
+    if switches:
+        print()
+        print_table(
+            ["room", "type", "key", "state", "deadline in"],
+            [
+                (s["room_id"], s["event_type"], s["switch_key"], s["state"] or "-",
+                 _seconds(s["deadline_seconds"]))
+                for s in switches
+            ],
+        )  # fmt: skip
     return EXIT_OK
 
 
@@ -88,16 +101,34 @@ async def _fetch(url: str, timeout: float) -> str:
         raise CommandError(f"cannot read {url}: {reason}", EXIT_ERROR) from exc
 
 
-def _samples(families: Iterable[Any], prefix: str) -> Samples:
-    """``{sample name without the prefix: {label value or "": value}}`` (one label at most)."""
+def _samples(families: Iterable[Any], prefix: str) -> tuple[Samples, list[dict[str, Any]]]:
+    """The manager's samples, ``{name without the prefix: {label value or "": value}}`` (one
+    label at most), and the per-switch ones as a list of switches."""
     found: Samples = {}
+    switches: dict[tuple[str, str, str], dict[str, Any]] = {}
     for family in families:
         for sample in family.samples:
             if not sample.name.startswith(prefix + "_"):
                 continue
+            name = sample.name[len(prefix) + 1 :]
+            if name in _PER_SWITCH:
+                labels = sample.labels
+                key = (labels["room_id"], labels["event_type"], labels["switch_key"])
+                row = switches.setdefault(
+                    key,
+                    dict(zip(("room_id", "event_type", "switch_key"), key, strict=True)),
+                )
+                if name == "switch_state":
+                    row["state"] = labels["state"]
+                else:
+                    row["deadline_seconds"] = sample.value
+                continue
             label = next(iter(sample.labels.values()), "")
-            found.setdefault(sample.name[len(prefix) + 1 :], {})[label] = sample.value
-    return found
+            found.setdefault(name, {})[label] = sample.value
+    rows = [{"state": None, "deadline_seconds": None, **row} for row in switches.values()]
+    # The nearest deadline first; the switches without one (not armed) last.
+    rows.sort(key=lambda r: (r["deadline_seconds"] is None, r["deadline_seconds"] or 0.0))
+    return found, rows
 
 
 def summary(samples: Samples, fire_kinds: Iterable[str]) -> dict[str, Any]:
