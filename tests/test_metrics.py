@@ -183,3 +183,14 @@ async def test_per_switch_series_name_each_switch_by_room_type_and_key(bot: Bot)
     assert samples[one("switch_state", **state, state="armed")] == 1
     assert 0 < samples[one("switch_deadline_seconds", **message)] <= 30
     assert 30 < samples[one("switch_deadline_seconds", **state)] <= 60
+
+
+async def test_the_exposition_holds_no_secret_and_no_content(bot: Bot) -> None:
+    await bot.add("a")
+    registry = CollectorRegistry()
+    register(bot.manager, registry, per_switch=True)
+    text = generate_latest(registry).decode()
+    [switch] = bot.manager.switches
+    assert "nio_delayed_switch_state" in text
+    for secret in (str(switch.delay_id), bot.client.access_token, OFFLINE["body"]):
+        assert secret not in text
