@@ -30,7 +30,7 @@ check: lint typecheck unit
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,server,e2e,niobot]'
+	$(BIN)/pip install --quiet -e '.[test,server,e2e,niobot,metrics]'
 	touch $@
 
 $(LEGACY_VENV)/bin/.installed:

@@ -11,6 +11,7 @@ from .arming import Arming
 from .budget import Bucket, Priority
 from .capacity import safety_margin
 from .context import GONE, KeepAliveContext
+from .events import switch_fields
 from .machine import SwitchState
 from .overwrite import OverwriteGuard
 from .switch import LostPolicy, SwitchEventKind, SwitchRuntime
@@ -20,7 +21,7 @@ __all__ = ["Restarter"]
 # Longer than this in the budget's queue is a wait (s).
 _WAITED = 0.05
 
-logger = logging.getLogger("nio_delayed")
+logger = logging.getLogger(__name__)
 
 
 class Restarter:
@@ -45,7 +46,9 @@ class Restarter:
             else:
                 await self._restart(switch)
         except Exception as exc:  # a bug must show, and must not stop the other switches
-            logger.exception("keep-alive step failed for %r", switch.handle)
+            logger.exception(
+                "keep-alive step failed for %r", switch.handle, extra=switch_fields(switch)
+            )
             self._ctx.retry_later(switch, None, f"internal error: {exc!r}")
         arrived = switch.overwrite is not None and overwrite_before is None
         if arrived and switch.machine.next_at is not None:
