@@ -111,3 +111,17 @@ bench-quick: $(BIN)/.bench-installed
 clean:
 	rm -rf $(VENV) $(LEGACY_VENV) .venv-py3.* .mypy_cache .pytest_cache .ruff_cache .hypothesis \
 		build dist
+
+# The documentation site (docs/, Sphinx): warnings are errors, every cross-reference and every
+# link between pages (anchors included) must resolve, then the offline checks of tests/test_docs.py
+# (the README's links, public names in the reference, samples). About 15 s; `make check` runs it.
+.PHONY: docs
+check: docs
+$(BIN)/.docs-installed: $(BIN)/.installed
+	$(BIN)/pip install --quiet -e '.[docs]'
+	touch $@
+
+docs: $(BIN)/.docs-installed
+	rm -rf build/docs
+	$(BIN)/sphinx-build -q -n -W --keep-going -b html docs build/docs/html
+	$(BIN)/pytest -q -p no:cacheprovider tests/test_docs.py

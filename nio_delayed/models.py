@@ -28,6 +28,9 @@ class MalformedAnswer(ValueError):
 
 
 class DelayedEventStatus(str, Enum):
+    """Where a delayed event stands: still scheduled, or how it ended (sent, cancelled, or
+    failed: the server could not send it when it fell due)."""
+
     SCHEDULED = "scheduled"
     SENT = "sent"
     CANCELLED = "cancelled"

@@ -37,6 +37,8 @@ STICKY_PARAM = "org.matrix.msc4354.sticky_duration_ms"
 
 
 class DelayedEventAction(str, Enum):
+    """What to do with a scheduled delayed event: restart its timer, cancel it, or send it now."""
+
     RESTART = "restart"
     CANCEL = "cancel"
     SEND = "send"
