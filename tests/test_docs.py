@@ -74,6 +74,20 @@ def test_the_package_and_its_documents_cite_no_file_users_lack() -> None:
     assert not offenders, f"cite a file outside the repository: {offenders}"
 
 
+def test_the_code_points_at_pages_and_headings_that_exist() -> None:
+    # `docs/protocol.md, "Dialects"` in a docstring or comment: the page, and its heading.
+    pointer = re.compile(r'docs/(?P<page>[\w-]+\.md)(?:,\s+"(?P<heading>[^"]+)")?')
+    files = [*(ROOT / "nio_delayed").rglob("*.py"), *(ROOT / "tests").glob("*.py")]
+    broken = []
+    for file in files:
+        for match in pointer.finditer(file.read_text()):
+            page = ROOT / "docs" / match["page"]
+            headings = {h.strip() for h in re.findall(r"^#+ (.+)$", page.read_text(), re.M)}
+            if not page.exists() or (match["heading"] and match["heading"] not in headings):
+                broken.append(f"{file.relative_to(ROOT)}: {match[0]}")
+    assert not broken, broken
+
+
 def github_anchors(page: Path) -> set[str]:
     """The anchors GitHub (and MyST, configured alike) gives the headings of ``page``."""
     anchors: set[str] = set()
