@@ -23,7 +23,7 @@ from nio_delayed.cli.devserver_command import QUICK_START_VARIABLES
 from nio_delayed.devserver import DevServer
 from nio_delayed.testing import FakeHomeserver
 
-from .conftest import Room
+from .conftest import Room, reap
 
 CONTENT = json.dumps({"msgtype": "m.text", "body": "from the cli"})
 
@@ -291,11 +291,7 @@ def test_devserver_command_gives_the_quick_starts_variables_and_stops_on_ctrl_c(
         with pytest.raises(ProcessLookupError):
             os.kill(details["pid"], 0)  # Synapse is gone too
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
+        reap(process)
 
 
 @pytest.mark.synapse
@@ -316,11 +312,7 @@ def test_devserver_command_prints_export_lines_a_shell_can_paste() -> None:
         process.send_signal(signal.SIGINT)
         assert process.wait(30) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
+        reap(process)
 
 
 @pytest.mark.synapse

@@ -16,7 +16,7 @@ import pytest
 from nio_delayed import DelayedEventsListResponse, RoomSendDelayedResponse
 from nio_delayed.devserver import DevServer, DevServerError
 
-from .conftest import LEGACY_SYNAPSE, Room, _start
+from .conftest import LEGACY_SYNAPSE, Room, _start, reap
 from .docs_samples import quick_start
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,11 +151,7 @@ async def test_the_quick_start_runs_as_written(room: Room, tmp_path: Path) -> No
         assert (scheduled.delay_ms, scheduled.content["body"]) == (30_000, "bot went offline")
         assert stop_script(process) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
+        reap(process)
 
     async def sent_on_exit() -> bool:
         return any(m["content"]["body"] == "bot went offline" for m in await room.messages())

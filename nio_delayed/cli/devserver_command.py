@@ -150,15 +150,17 @@ async def devserver(args: argparse.Namespace) -> int:
             server.register_user(name.strip()) for name in args.users.split(",") if name.strip()
         ]
         room_id = await shared_room(server, users) if users else None
+        # Ctrl-C is handled before anything is printed: whoever reads "Press Ctrl-C" (a person,
+        # a script) may press it at once.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         found = details(server, users, room_id)
         if args.json:
             print(json.dumps(found), flush=True)
         else:
             print_details(found, args.feature_off)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
     finally:
         await asyncio.to_thread(server.close)
