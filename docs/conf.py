@@ -16,7 +16,7 @@ copyright = "the nio-delayed authors, Apache-2.0"  # noqa: A001  # Sphinx's own 
 release = nio_delayed.__version__
 version = release
 
-extensions = ["myst_parser", "sphinx.ext.autodoc", "sphinx.ext.extlinks"]
+extensions = ["myst_parser", "sphinx.ext.autodoc"]
 source_suffix = {".md": "markdown"}
 exclude_patterns = ["_build"]
 root_doc = "index"
@@ -24,7 +24,6 @@ root_doc = "index"
 # Every heading gets a GitHub-style anchor, so that `page.md#heading` links work on GitHub and
 # here alike, and a link to an anchor that does not exist is a warning (an error in make docs).
 myst_heading_anchors = 4
-myst_enable_extensions = ["colon_fence", "deflist"]
 
 # Every cross-reference must resolve: a class, method or page that does not exist is an error.
 # Names from other projects cannot be resolved offline (no intersphinx: the build must not need
@@ -52,11 +51,6 @@ nitpick_ignore = [
     ("py:class", "nio_delayed.clock.TimerHandle"),
     ("py:class", "nio_delayed.testing.fake_clock._Timer"),
 ]
-
-# External links are spelt once each, here; pages use {msc}`4140` and {synapse}`...`.
-extlinks = {
-    "msc": ("https://github.com/matrix-org/matrix-spec-proposals/pull/%s", "MSC%s"),
-}
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"

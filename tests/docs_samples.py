@@ -41,26 +41,45 @@ class Sample:
         return {m["name"] for m in _READS.finditer(self.code)}
 
 
-def fenced_blocks(page: Path) -> list[Sample]:
-    """Every fenced block of ``page`` (any language), dedented to its fence."""
-    blocks: list[Sample] = []
-    lines = page.read_text().splitlines()
+def _fences(lines: list[str]) -> list[tuple[int, int, re.Match[str]]]:
+    """Each fenced block as (line of its opening fence, line of its closing fence, the opening
+    fence's match), 0-based."""
+    found = []
     index = 0
     while index < len(lines):
         match = _FENCE.match(lines[index])
         if match is None or not match["info"].strip():
             index += 1
             continue
-        start, indent, fence = index, match["indent"], match["fence"]
-        index += 1
-        body: list[str] = []
-        while index < len(lines) and lines[index].rstrip() != indent + fence:
-            body.append(lines[index])
-            index += 1
-        index += 1  # the closing fence
-        code = textwrap.dedent("\n".join(body)) + "\n"
-        blocks.append(Sample(page, start + 1, match["info"].strip(), code))
-    return blocks
+        end = index + 1
+        while end < len(lines) and lines[end].rstrip() != match["indent"] + match["fence"]:
+            end += 1
+        found.append((index, end, match))
+        index = end + 1
+    return found
+
+
+def fenced_blocks(page: Path) -> list[Sample]:
+    """Every fenced block of ``page`` (any language), dedented to its fence."""
+    lines = page.read_text().splitlines()
+    return [
+        Sample(
+            page,
+            start + 1,
+            match["info"].strip(),
+            textwrap.dedent("\n".join(lines[start + 1 : end])) + "\n",
+        )
+        for start, end, match in _fences(lines)
+    ]
+
+
+def prose(page: Path) -> list[str]:
+    """The lines of ``page`` with its fenced blocks blanked out: where ``[x](y)`` is a link and
+    ``# x`` a heading."""
+    lines = page.read_text().splitlines()
+    for start, end, _ in _fences(lines):
+        lines[start : end + 1] = [""] * (end + 1 - start)
+    return lines
 
 
 def samples() -> list[Sample]:

@@ -23,7 +23,7 @@ import pytest
 import nio_delayed
 import nio_delayed.testing
 
-from .docs_samples import PAGES, ROOT, Sample, fenced_blocks, quick_start, samples
+from .docs_samples import PAGES, ROOT, Sample, prose, quick_start, samples
 
 PUBLIC = [(nio_delayed, name) for name in nio_delayed.__all__] + [
     (nio_delayed.testing, name) for name in nio_delayed.testing.__all__
@@ -91,15 +91,7 @@ def test_the_code_points_at_pages_and_headings_that_exist() -> None:
 def github_anchors(page: Path) -> set[str]:
     """The anchors GitHub (and MyST, configured alike) gives the headings of ``page``."""
     anchors: set[str] = set()
-    in_code = {b.line for b in fenced_blocks(page)}
-    skipping, fence = False, ""
-    for number, line in enumerate(page.read_text().splitlines(), 1):
-        if number in in_code:
-            skipping, fence = True, line.strip()[:3]
-            continue
-        if skipping:
-            skipping = line.strip() != fence
-            continue
+    for line in prose(page):
         heading = re.match(r"^#{1,6} (.+)$", line)
         if heading:
             slug = re.sub(r"[^\w\- ]", "", heading[1].strip().lower()).replace(" ", "-")
@@ -111,17 +103,9 @@ def github_anchors(page: Path) -> set[str]:
     return anchors
 
 
-def prose(page: Path) -> str:
-    """``page`` without its fenced blocks, where a ``[x](y)`` is code, not a link."""
-    text = page.read_text()
-    for block in fenced_blocks(page):
-        text = text.replace(block.code.rstrip("\n"), "", 1) if block.code.strip() else text
-    return text
-
-
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_links_lead_somewhere(page: Path) -> None:
-    text = prose(page)
+    text = "\n".join(prose(page))
     targets = [m["target"] for m in LINK.finditer(text)] + [
         m["target"] for m in REFERENCE.finditer(text)
     ]
