@@ -12,7 +12,7 @@ import nio_delayed  # noqa: E402
 
 project = "nio-delayed"
 author = "the nio-delayed authors"
-copyright = "the nio-delayed authors, Apache-2.0"  # noqa: A001  # Sphinx's own name
+copyright = "the nio-delayed authors, Apache-2.0"
 release = nio_delayed.__version__
 version = release
 
@@ -30,11 +30,17 @@ myst_heading_anchors = 4
 # the network), so references into them are left unchecked, and only into them.
 nitpicky = True
 nitpick_ignore_regex = [
-    (r"py:.*", r"(nio|aiohttp|asyncio|datetime|collections|typing|types|enum|signal|logging"
-     r"|contextlib|pathlib|subprocess|os|_io|io|abc|random)(\..*)?"),
-    (r"py:.*", r"(Any|Callable|Awaitable|Mapping|Sequence|Iterator|AsyncIterator|Iterable"
-     r"|AsyncIterable|Coroutine|Self|T|TypeVar|Literal|Path|timedelta|datetime|Enum|IntEnum"
-     r"|StrEnum|Signals|Logger|ClientSession|ClientTimeout|web\.Request|web\.Response)"),
+    (
+        r"py:.*",
+        r"(nio|aiohttp|asyncio|datetime|collections|typing|types|enum|signal|logging"
+        r"|contextlib|pathlib|subprocess|os|_io|io|abc|random)(\..*)?",
+    ),
+    (
+        r"py:.*",
+        r"(Any|Callable|Awaitable|Mapping|Sequence|Iterator|AsyncIterator|Iterable"
+        r"|AsyncIterable|Coroutine|Self|T|TypeVar|Literal|Path|timedelta|datetime|Enum|IntEnum"
+        r"|StrEnum|Signals|Logger|ClientSession|ClientTimeout|web\.Request|web\.Response)",
+    ),
     (r"py:.*", r"(int|float|str|bytes|bool|dict|list|tuple|set|frozenset|object|None|type)"),
 ]
 # Private types that public signatures and bases show; they are deliberately not documented.
