@@ -136,8 +136,9 @@ def test_every_sample_compiles(sample: Sample) -> None:
     compile(sample.code, sample.id, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
 
 
-# Each fragment is type-checked as the body of a coroutine that has these names at hand; other
-# names a fragment uses without defining them (``work``, ``password``) are left unchecked.
+# Each fragment is type-checked as the body of a coroutine that has these names at hand (other
+# names it uses without defining them, ``work`` or ``password``, are left unchecked); a runnable
+# sample is type-checked as the program it is.
 FRAGMENT_PRELUDE = """\
 from __future__ import annotations
 
@@ -164,13 +165,17 @@ disable_error_code = name-defined
 """
 
 
-def test_fragments_type_check(tmp_path: Path) -> None:
+def test_samples_type_check(tmp_path: Path) -> None:
     # nio-bot ships untyped classes (mypy sees them as Any): its fragment is compiled only.
-    fragments = [s for s in samples() if not s.runnable and "niobot" not in s.code]
+    checked = [s for s in samples() if "niobot" not in s.code]
     names: dict[str, Sample] = {}
-    for number, sample in enumerate(fragments):
+    for number, sample in enumerate(checked):
         module = tmp_path / f"sample_{number}.py"
-        module.write_text(FRAGMENT_PRELUDE + textwrap.indent(sample.code, "    ") + "    pass\n")
+        if sample.runnable:
+            module.write_text("\n" * FRAGMENT_PRELUDE.count("\n") + sample.code)
+        else:
+            body = textwrap.indent(sample.code, "    ") + "    pass\n"
+            module.write_text(FRAGMENT_PRELUDE + body)
         names[module.name] = sample
     (tmp_path / "mypy.ini").write_text(FRAGMENT_MYPY_CONFIG)
     result = subprocess.run(
