@@ -25,7 +25,7 @@ demo: $(BIN)/.installed
 test: check package synapse-tests
 
 # Everything that needs no Synapse: 25 s.
-check: lint typecheck unit
+check: lint typecheck unit docs
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -111,3 +111,16 @@ bench-quick: $(BIN)/.bench-installed
 clean:
 	rm -rf $(VENV) $(LEGACY_VENV) .venv-py3.* .mypy_cache .pytest_cache .ruff_cache .hypothesis \
 		build dist
+
+# The documentation site (docs/, Sphinx): warnings are errors, every cross-reference and every
+# link between pages (anchors included) must resolve, then the offline checks of tests/test_docs.py
+# (the README's links, public names in the reference, samples). About 15 s; `make check` runs it.
+.PHONY: docs
+$(BIN)/.docs-installed: $(BIN)/.installed
+	$(BIN)/pip install --quiet -e '.[docs]'
+	touch $@
+
+docs: $(BIN)/.docs-installed
+	rm -rf build/docs
+	$(BIN)/sphinx-build -q -n -W --keep-going -b html docs build/docs/html
+	$(BIN)/pytest -q -p no:cacheprovider tests/test_docs.py

@@ -89,11 +89,13 @@ class DelayedEventsSupportError(DelayedEventError):
 
 
 class RoomSendDelayedError(DelayedEventError):
-    pass
+    """:meth:`~DelayedEventsMixin.room_send_delayed` failed: nothing is scheduled, unless ``kind``
+    is ``NETWORK`` (the request may have acted)."""
 
 
 class RoomPutStateDelayedError(DelayedEventError):
-    pass
+    """:meth:`~DelayedEventsMixin.room_put_state_delayed` failed: nothing is scheduled, unless
+    ``kind`` is ``NETWORK`` (the request may have acted)."""
 
 
 class UpdateDelayedEventError(DelayedEventError):
@@ -101,11 +103,11 @@ class UpdateDelayedEventError(DelayedEventError):
 
 
 class GetDelayedEventError(DelayedEventError):
-    pass
+    """:meth:`~DelayedEventsMixin.get_delayed_event` failed (``NOT_FOUND``: no such event)."""
 
 
 class DelayedEventsListError(DelayedEventError):
-    pass
+    """:meth:`~DelayedEventsMixin.delayed_events` failed."""
 
 
 @dataclass
@@ -164,12 +166,16 @@ class RoomPutStateDelayedResponse(_ScheduledResponse):
 
 @dataclass
 class UpdateDelayedEventResponse(Response):
+    """The server carried out ``action`` (restart, cancel or send) on the event ``delay_id``."""
+
     delay_id: DelayId
     action: DelayedEventAction
 
 
 @dataclass
 class GetDelayedEventResponse(Response):
+    """One delayed event, looked up by its ``delay_id``."""
+
     delayed_event: DelayedEvent
 
 

@@ -63,9 +63,9 @@ class RequestPolicy:
     returning the rate-limit error to the caller. Back-off between other retries grows from
     ``backoff_initial`` to ``backoff_max`` seconds, with jitter.
 
-    Every duration is a finite number of seconds up to :data:`MAX_POLICY_SECONDS` (``timeout``
-    above 0), ``max_attempts`` an int from 1 to 100; anything else raises ``InvalidInput`` (a
-    ``ValueError``) here, rather than hang a call later.
+    Every duration is a finite number of seconds, at most an hour (``MAX_POLICY_SECONDS``), and
+    ``timeout`` above 0; ``max_attempts`` is an int from 1 to 100. Anything else raises
+    ``InvalidInput`` (a ``ValueError``) here, rather than hang a call later.
     """
 
     timeout: float = 10.0

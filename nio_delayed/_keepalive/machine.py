@@ -26,6 +26,8 @@ MIN_ATTEMPT_TIMEOUT = 0.05
 
 
 class SwitchState(str, Enum):
+    """Where a dead-man's switch stands (:attr:`DeadMansSwitch.state`)."""
+
     #: Being armed for the first time.
     STARTING = "starting"
     #: The last restart was confirmed; the deadline is ahead.

@@ -102,6 +102,8 @@ class AliveEvent:
 
 
 class SwitchEventKind(str, Enum):
+    """What happened to a switch: the ``kind`` of a :class:`SwitchEvent`."""
+
     ARMED = "armed"
     ADOPTED = "adopted"
     LEFTOVER_CANCELLED = "leftover_cancelled"

@@ -84,6 +84,8 @@ class Fault:
 
 @dataclass
 class RecordedRequest:
+    """One request the :class:`FakeHomeserver` received, and its answer."""
+
     method: str
     path: str  # decoded path with the raw query string
     body: Any
