@@ -1,0 +1,279 @@
+"""Knowing a switch fired: the sender's own copy of a fired delayed event carries its delay id in
+``unsigned``, so with a sync running the manager sees its switch's event arrive and reports the
+fire for certain (``FIRED_CONFIRMED``), then applies ``on_lost``; without a sync it guesses at the
+deadline and learns from the next restart, as before. And restarts whose answers, or whose
+arrival, are slower than the margin: only the second is a fire.
+
+The first tests run on a FakeClock; those about slow answers on small real delays, since a
+request held open while fake time passes cannot be modelled (the clock waits for real I/O).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import pytest
+
+from nio_delayed import (
+    DeadMansSwitch,
+    DelayedAsyncClient,
+    KeepAliveManager,
+    LostPolicy,
+    SwitchEvent,
+    SwitchEventKind,
+    SwitchState,
+)
+from nio_delayed.testing import FakeClock, FakeHomeserver, Fault
+
+from .conftest import fake_client
+
+T = TypeVar("T")
+ROOM = "!room:fake"
+OFFLINE = {"msgtype": "m.notice", "body": "bot offline"}
+
+
+@dataclass
+class Env:
+    server: FakeHomeserver
+    client: DelayedAsyncClient
+    manager: KeepAliveManager
+    clock: FakeClock | None = None
+    events: list[SwitchEvent] = field(default_factory=list)
+
+    def kinds(self) -> list[SwitchEventKind]:
+        return [e.kind for e in self.events]
+
+    def of(self, kind: SwitchEventKind) -> list[SwitchEvent]:
+        return [e for e in self.events if e.kind is kind]
+
+    def offline_sent(self) -> int:
+        return sum(e["content"].get("body") == OFFLINE["body"] for e in self.server.room_events)
+
+    async def add(self, delay: float = 30, **options: Any) -> DeadMansSwitch:
+        return await self.manager.add(
+            ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=delay), **options
+        )
+
+    @property
+    def fake_clock(self) -> FakeClock:
+        assert self.clock is not None, "this test runs on a FakeClock"
+        return self.clock
+
+    async def sync(self) -> None:
+        await self.client.sync(timeout=0)
+        if self.clock is not None:
+            await self.clock.settle()
+
+
+async def advancing(clock: FakeClock, awaitable: Awaitable[T], step: float = 0.5) -> T:
+    task = asyncio.ensure_future(awaitable)
+    while not task.done():
+        await clock.advance(step)
+    return task.result()
+
+
+@contextlib.asynccontextmanager
+async def make_env(fake_clock: bool) -> AsyncIterator[Env]:
+    clock = FakeClock() if fake_clock else None
+    async with FakeHomeserver(clock=clock) as server:
+        client = await fake_client(server)
+        manager = KeepAliveManager(client, clock=clock, seed=1, request_timeout=5)
+        env = Env(server, client, manager, clock)
+        manager.on_event(env.events.append)
+        try:
+            yield env
+        finally:
+            if clock is not None:
+                await advancing(clock, manager.close())
+            else:
+                await manager.close()
+            await client.close()
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[Env]:
+    async with make_env(fake_clock=True) as environment:
+        yield environment
+
+
+# 1. a fire seen in the sync ------------------------------------------------------------------
+
+
+async def test_a_fire_seen_in_the_sync_is_certain_and_the_switch_rearms(env: Env) -> None:
+    switch = await env.add()
+    fired_id = switch.delay_id
+    assert fired_id is not None
+    env.server.fire(fired_id)  # sent early (a send-now by someone holding the id, say)
+    await env.sync()
+    [confirmed] = env.of(SwitchEventKind.FIRED_CONFIRMED)
+    assert "arrived in the client's sync" in confirmed.message
+    assert fired_id not in confirmed.message  # the id is shown shortened, never whole
+    assert SwitchEventKind.LOST not in env.kinds()  # certain: not the ambiguous loss
+    assert SwitchEventKind.PROBABLY_FIRED not in env.kinds()
+    assert env.kinds()[-1] is SwitchEventKind.REARMED
+    assert switch.state is SwitchState.ARMED
+    assert switch.delay_id != fired_id
+    assert (switch.stats.fires_seen, switch.stats.losses, switch.stats.rearms) == (1, 1, 1)
+    assert env.manager.stats().fires_seen == 1
+    assert [e["delay_id"] for e in env.server.scheduled()] == [switch.delay_id]
+
+
+async def test_with_on_lost_stop_a_seen_fire_ends_the_switch_in_fired(env: Env) -> None:
+    switch = await env.add(on_lost=LostPolicy.STOP)
+    assert switch.delay_id is not None
+    env.server.fire(switch.delay_id)
+    await env.sync()
+    assert env.kinds()[-1] is SwitchEventKind.FIRED_CONFIRMED
+    assert env.of(SwitchEventKind.FIRED_CONFIRMED)[0].state is SwitchState.FIRED
+    assert switch.state is SwitchState.FIRED
+    assert env.manager.switches == []
+    assert env.server.scheduled() == []
+
+
+async def test_a_server_that_answers_200_to_restarts_after_firing_is_caught_by_the_sync(
+    env: Env,
+) -> None:
+    switch = await env.add(delay=30)
+    # The server answers every restart with 200 and restarts nothing: the event fires at 30 s.
+    lying = env.server.inject(Fault(path_contains="/restart", status=200, body={}, times=None))
+    await env.fake_clock.advance(45)
+    assert env.offline_sent() == 1
+    # Without a sync nothing can tell: each restart was "confirmed".
+    assert switch.state is SwitchState.ARMED
+    assert SwitchEventKind.FIRED_CONFIRMED not in env.kinds()
+    lying.times = 0
+    await env.sync()
+    assert SwitchEventKind.FIRED_CONFIRMED in env.kinds()
+    assert switch.state is SwitchState.ARMED
+    assert switch.stats.fires_seen == 1
+    assert len(env.server.scheduled()) == 1  # a new event guards the switch again
+
+
+async def test_the_same_fire_seen_again_in_a_later_sync_is_handled_once(env: Env) -> None:
+    switch = await env.add()
+    assert switch.delay_id is not None
+    env.server.fire(switch.delay_id)
+    await env.sync()
+    await env.client.sync(timeout=0, since="0")  # a sync that repeats the whole history
+    await env.fake_clock.settle()
+    assert len(env.of(SwitchEventKind.FIRED_CONFIRMED)) == 1
+    assert switch.stats.rearms == 1
+    assert len(env.server.scheduled()) == 1
+
+
+async def test_another_users_view_of_the_fire_does_not_name_the_switch(env: Env) -> None:
+    """Only the sender is shown the delay id: a second account's sync (even one that the
+    manager were watching) has nothing to match."""
+    switch = await env.add()
+    assert switch.delay_id is not None
+    other = await fake_client(env.server, "@watcher:fake")
+    try:
+        env.server.fire(switch.delay_id)
+        answer = await other.sync(timeout=0)
+        [event] = answer.rooms.join[ROOM].timeline.events[-1:]
+        assert "unsigned" not in event.source or not event.source["unsigned"]
+    finally:
+        await other.close()
+
+
+async def test_a_fire_noted_while_a_restart_is_under_way_is_applied_when_it_ends(
+    env: Env,
+) -> None:
+    """The sync shows the fire while the switch's restart is on the wire: the restart's 409
+    then confirms what the sync said, reported once as a certain fire."""
+    switch = await env.add(delay=30)
+    assert switch.delay_id is not None
+    env.server.fire(switch.delay_id)
+    env.server.inject(Fault(path_contains="/restart", latency=0.5))  # real time: the wire
+    advancing_task = asyncio.ensure_future(env.fake_clock.advance(11))  # restart at 9-10 s
+    for _ in range(100):
+        if switch.busy:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        pytest.fail("the restart never left")
+    await env.client.sync(timeout=0)  # while the restart waits for its answer
+    await advancing_task
+    [confirmed] = env.of(SwitchEventKind.FIRED_CONFIRMED)
+    assert "409" in confirmed.message
+    assert SwitchEventKind.LOST not in env.kinds()
+    assert switch.state is SwitchState.ARMED
+    assert switch.stats.fires_seen == 1
+
+
+async def test_without_a_sync_a_fire_is_still_a_loss_as_before(env: Env) -> None:
+    switch = await env.add(delay=30)
+    assert switch.delay_id is not None
+    env.server.fire(switch.delay_id)
+    await env.fake_clock.advance(11)
+    assert SwitchEventKind.LOST in env.kinds()
+    assert SwitchEventKind.FIRED_CONFIRMED not in env.kinds()
+    assert switch.stats.fires_seen == 0
+
+
+# 2. answers and arrivals slower than the margin (real time, delay 3 s) ------------------------
+
+
+async def run_with_sync(env: Env, seconds: float) -> None:
+    """Let ``seconds`` pass with the bot's sync loop running."""
+
+    async def sync_loop() -> None:
+        while True:
+            await env.client.sync(timeout=200)
+
+    task = asyncio.ensure_future(sync_loop())
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_a_restart_acted_on_in_time_but_answered_after_the_deadline_is_no_fire() -> None:
+    async with make_env(fake_clock=False) as env:
+        switch = await env.add(delay=3)
+        # The first restart (at ~1 s) is applied at once and answered 2.5 s later: after the
+        # deadline the client predicted (3 s), well before the event's new one (~4 s).
+        late = env.server.inject(Fault(path_contains="/restart", answer_latency=2.5))
+        await run_with_sync(env, 5.0)
+        assert late.times == 0  # the fault did meet the restart
+        assert env.offline_sent() == 0
+        assert SwitchEventKind.FIRED_CONFIRMED not in env.kinds()
+        assert SwitchEventKind.LOST not in env.kinds()
+        assert SwitchEventKind.REARMED not in env.kinds()
+        # It was unsure at the deadline, said so as a guess, and the next answer settled it.
+        assert SwitchEventKind.RECOVERED in env.kinds()
+        assert switch.state is SwitchState.ARMED
+        assert len(env.server.scheduled()) == 1
+
+
+@pytest.mark.parametrize("syncing", [True, False], ids=["sync", "no-sync"])
+async def test_a_restart_that_reaches_the_server_after_the_deadline_is_a_fire(
+    syncing: bool,
+) -> None:
+    async with make_env(fake_clock=False) as env:
+        switch = await env.add(delay=3)
+        # The first restart (at ~1 s) takes 2.5 s to reach the server: the event fires at 3 s.
+        env.server.inject(Fault(path_contains="/restart", latency=2.5))
+        if syncing:
+            await run_with_sync(env, 5.0)
+        else:
+            await asyncio.sleep(5.0)
+        assert env.offline_sent() == 1
+        kinds = env.kinds()
+        if syncing:
+            assert kinds.count(SwitchEventKind.FIRED_CONFIRMED) == 1
+            assert SwitchEventKind.LOST not in kinds
+            assert switch.stats.fires_seen == 1
+        else:
+            assert kinds.count(SwitchEventKind.LOST) == 1
+            assert switch.stats.fires_seen == 0
+        assert kinds.count(SwitchEventKind.REARMED) == 1
+        assert switch.state is SwitchState.ARMED
+        assert len(env.server.scheduled()) == 1
