@@ -1,8 +1,9 @@
 """Knowing a switch fired: the sender's own copy of a fired delayed event carries its delay id in
 ``unsigned``, so with a sync running the manager sees its switch's event arrive and reports the
 fire for certain (``FIRED_CONFIRMED``), then applies ``on_lost``; without a sync it guesses at the
-deadline and learns from the next restart, as before. And restarts whose answers, or whose
-arrival, are slower than the margin: only the second is a fire.
+deadline and learns from the next restart, as before. Restarts whose answers, or whose
+arrival, are slower than the margin: only the second is a fire. And a reminder's delivery can be
+awaited the same way (``delayed_event_sent``).
 
 The first tests run on a FakeClock; those about slow answers on small real delays, since a
 request held open while fake time passes cannot be modelled (the clock waits for real I/O).
@@ -18,16 +19,23 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import pytest
+from nio.events import Event
+from nio.responses import SyncResponse
 
 from nio_delayed import (
     DeadMansSwitch,
     DelayedAsyncClient,
+    DelayedEventSentError,
+    DelayedEventSentResponse,
+    ErrorKind,
     KeepAliveManager,
     LostPolicy,
+    RoomSendDelayedResponse,
     SwitchEvent,
     SwitchEventKind,
     SwitchState,
 )
+from nio_delayed._client.sent import FiredMarks
 from nio_delayed.testing import FakeClock, FakeHomeserver, Fault
 
 from .conftest import fake_client
@@ -277,3 +285,89 @@ async def test_a_restart_that_reaches_the_server_after_the_deadline_is_a_fire(
         assert kinds.count(SwitchEventKind.REARMED) == 1
         assert switch.state is SwitchState.ARMED
         assert len(env.server.scheduled()) == 1
+
+
+# 3. reminders: awaiting a delayed event's delivery ------------------------------------------
+
+
+async def test_a_reminder_can_be_awaited_until_the_sync_shows_it_sent(env: Env) -> None:
+    resp = await env.client.room_send_delayed(ROOM, "m.room.message", OFFLINE, 60_000)
+    assert isinstance(resp, RoomSendDelayedResponse)
+    waiting = asyncio.ensure_future(
+        env.client.delayed_event_sent(resp.delay_id, timeout=timedelta(seconds=30))
+    )
+    await env.fake_clock.advance(60)  # the server sends it...
+    assert not waiting.done()
+    await env.sync()  # ...and the client's sync shows it
+    sent = await waiting
+    assert isinstance(sent, DelayedEventSentResponse)
+    [event] = [e for e in env.server.room_events if e["type"] == "m.room.message"]
+    assert (sent.event_id, sent.room_id, sent.event_type) == (
+        event["event_id"],
+        ROOM,
+        "m.room.message",
+    )
+    assert sent.event["content"]["body"] == OFFLINE["body"]
+    assert resp.delay_id not in repr(sent)  # the event holds the whole id: kept out of the repr
+    # Asked again after the sync showed it, the answer is at once.
+    again = await env.client.delayed_event_sent(resp.delay_id, timeout=timedelta(0))
+    assert isinstance(again, DelayedEventSentResponse)
+    assert again.event_id == sent.event_id
+
+
+async def test_a_reminder_not_seen_in_time_is_a_typed_not_seen_error(env: Env) -> None:
+    resp = await env.client.room_send_delayed(ROOM, "m.room.message", OFFLINE, 60_000)
+    assert isinstance(resp, RoomSendDelayedResponse)
+    error = await env.client.delayed_event_sent(resp.delay_id, timeout=timedelta(seconds=0.05))
+    assert isinstance(error, DelayedEventSentError)
+    assert error.kind is ErrorKind.NOT_SEEN
+    assert resp.delay_id not in str(error)
+    assert "30 s late" in error.message
+
+
+@pytest.mark.parametrize(
+    ("delay_id", "timeout"),
+    [("ok_id", 5), ("ok_id", timedelta(seconds=-1)), ("", timedelta(seconds=1)), ("..", None)],
+)
+async def test_awaiting_a_reminder_with_bad_arguments_is_invalid(
+    env: Env, delay_id: str, timeout: Any
+) -> None:
+    error = await env.client.delayed_event_sent(delay_id, timeout=timeout)
+    assert isinstance(error, DelayedEventSentError)
+    assert error.kind is ErrorKind.INVALID
+
+
+def test_a_decrypted_event_keeps_the_delay_id_its_ciphertext_carried() -> None:
+    """nio replaces an encrypted timeline event by its decrypted form, built from the ciphertext
+    alone; the sent mark is carried over so that the sync observers still see it."""
+    encrypted = {
+        "type": "m.room.encrypted",
+        "event_id": "$e",
+        "sender": "@bot:fake",
+        "origin_server_ts": 1,
+        "content": {
+            "algorithm": "m.megolm.v1.aes-sha2",
+            "ciphertext": "x",
+            "sender_key": "k",
+            "session_id": "s",
+            "device_id": "D",
+        },
+        "unsigned": {"org.matrix.msc4140.delay_id": "syd_abc", "age": 5},
+    }
+    response = SyncResponse.from_dict(
+        {"next_batch": "1", "rooms": {"join": {ROOM: {"timeline": {"events": [encrypted]}}}}}
+    )
+    assert isinstance(response, SyncResponse)
+    marks = FiredMarks(response)
+    decrypted = Event.parse_decrypted_event(
+        {
+            "type": "m.room.message",
+            "event_id": "$e",
+            "sender": "@bot:fake",
+            "origin_server_ts": 1,
+            "content": {"msgtype": "m.text", "body": "hi"},
+        }
+    )
+    response.rooms.join[ROOM].timeline.events[0] = decrypted  # what nio's sync handling does
+    marks.restore()
+    assert decrypted.source["unsigned"] == {"org.matrix.msc4140.delay_id": "syd_abc"}
