@@ -30,7 +30,9 @@ from nio_delayed import (
     ErrorKind,
     KeepAliveManager,
     LostPolicy,
+    RateLimit,
     RoomSendDelayedResponse,
+    ServerLimits,
     SwitchEvent,
     SwitchEventKind,
     SwitchState,
@@ -371,3 +373,28 @@ def test_a_decrypted_event_keeps_the_delay_id_its_ciphertext_carried() -> None:
     response.rooms.join[ROOM].timeline.events[0] = decrypted  # what nio's sync handling does
     marks.restore()
     assert decrypted.source["unsigned"] == {"org.matrix.msc4140.delay_id": "syd_abc"}
+
+
+async def test_a_fire_seen_while_the_restart_waits_for_the_budget_is_applied_at_once() -> None:
+    """Under a tight rate limit one switch's restart waits its turn; the sync shows its event
+    sent meanwhile: the fire is reported then, not when the restart's turn comes."""
+    async with make_env(fake_clock=True) as env:
+        env.client.delayed_events_limits = ServerLimits(
+            management=RateLimit(per_second=0.05, burst=1), scheduling=None
+        )
+        manager = env.manager = KeepAliveManager(
+            env.client, clock=env.fake_clock, seed=1, request_timeout=5
+        )
+        manager.on_event(env.events.append)
+        try:
+            first, second = [await env.add(key=key) for key in ("a", "b")]
+            await env.fake_clock.advance(10.5)  # both due at 9-10 s: one token, one waits
+            waiting = next(s for s in (first, second) if s.busy)
+            assert waiting.delay_id is not None
+            env.server.fire(waiting.delay_id)
+            await env.sync()
+            assert env.kinds().count(SwitchEventKind.FIRED_CONFIRMED) == 1
+            assert env.of(SwitchEventKind.FIRED_CONFIRMED)[0].switch is waiting
+            assert SwitchEventKind.LOST not in env.kinds()
+        finally:
+            await advancing(env.fake_clock, manager.close())

@@ -76,10 +76,14 @@ class FireWatch:
         if switch.seen_fired is not None and switch.seen_fired.delay_id == seen.delay_id:
             return  # the same event again (a later sync can repeat it): noted already
         switch.seen_fired = seen
-        if not self.pending(switch):
-            return
-        if not switch.busy:  # else the request task applies it when its request ends
-            switch.machine.hurry(self._ctx.clock.now())
+        if not self.pending(switch) or (switch.busy and not switch.waiting_for_budget):
+            return  # a request on the wire: its task applies the fire when it ends
+        switch.machine.hurry(self._ctx.clock.now())
+        if switch.act_task is not None and switch.waiting_for_budget:
+            # A restart waiting its turn is needless now; the scheduler plans the switch again
+            # as its task ends, and the fire is applied at once.
+            switch.act_task.cancel()
+        else:
             self._schedule(switch)
 
     def apply(self, switch: SwitchRuntime, how: str) -> None:
