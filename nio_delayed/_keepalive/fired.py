@@ -18,13 +18,9 @@ from nio.responses import SyncResponse
 from ..delay_id import shorten
 from ..wire import fired_delay_id
 from .context import KeepAliveContext
-from .machine import SwitchState
 from .switch import LostPolicy, SeenFired, SwitchEventKind, SwitchRuntime
 
 __all__ = ["FireWatch"]
-
-# States in which a switch's event is (or may be) scheduled: its fire concerns the switch.
-_WATCHED = (SwitchState.ARMED, SwitchState.AT_RISK, SwitchState.PROBABLY_FIRED)
 
 
 class FireWatch:
@@ -44,7 +40,7 @@ class FireWatch:
         return (
             seen is not None
             and seen.delay_id == switch.delay_id
-            and switch.machine.state in _WATCHED
+            and switch.machine.state.may_be_scheduled
         )
 
     def on_sync(self, response: SyncResponse) -> None:

@@ -52,6 +52,12 @@ class SwitchState(str, Enum):
     FAILED = "failed"
 
     @property
+    def may_be_scheduled(self) -> bool:
+        """The switch's event is (or may be) scheduled: what happens to it concerns the switch
+        (another user's overwrite, its fire seen in the sync)."""
+        return self in (SwitchState.ARMED, SwitchState.AT_RISK, SwitchState.PROBABLY_FIRED)
+
+    @property
     def is_final(self) -> bool:
         return self in (
             SwitchState.FIRED,
