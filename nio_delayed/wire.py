@@ -3,10 +3,18 @@ and the keep-alive."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-__all__ = ["ENCRYPTED_TYPE", "SWITCH_KEY_FIELD", "UNSIGNED_DELAY_ID_FIELDS", "fired_delay_id"]
+from nio.responses import SyncResponse
+
+__all__ = [
+    "ENCRYPTED_TYPE",
+    "SWITCH_KEY_FIELD",
+    "UNSIGNED_DELAY_ID_FIELDS",
+    "fired_delay_id",
+    "own_fired_events",
+]
 
 #: Where a message switch keeps its key, in the event's content. It stays readable beside the
 #: ciphertext of an encrypted event, so that a restarted bot knows its own leftovers.
@@ -29,3 +37,18 @@ def fired_delay_id(event: Mapping[str, Any]) -> str | None:
         if isinstance(value, str) and value:
             return value
     return None
+
+
+def own_fired_events(
+    response: SyncResponse, user_id: str
+) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """``(room_id, delay_id, event)`` for each delayed event of ``user_id`` the sync shows sent
+    (in a joined room's timeline, marked with its delay id)."""
+    for room_id, info in response.rooms.join.items():
+        for event in info.timeline.events:
+            source = getattr(event, "source", None)
+            if not isinstance(source, dict) or source.get("sender") != user_id:
+                continue
+            delay_id = fired_delay_id(source)
+            if delay_id is not None:
+                yield room_id, delay_id, source

@@ -19,7 +19,7 @@ from ..delay_id import DelayId, shorten
 from ..errors import ErrorKind
 from ..responses import DelayedEventSentError, DelayedEventSentResponse
 from ..validation import InvalidInput, check_delay_id
-from ..wire import UNSIGNED_DELAY_ID_FIELDS, fired_delay_id
+from ..wire import UNSIGNED_DELAY_ID_FIELDS, fired_delay_id, own_fired_events
 
 __all__ = ["FiredMarks", "SentEvents"]
 
@@ -38,15 +38,8 @@ class SentEvents:
         self._waiting: dict[str, set[asyncio.Future[DelayedEventSentResponse]]] = {}
 
     def on_sync(self, response: SyncResponse) -> None:
-        me = self._user_id()
-        for room_id, info in response.rooms.join.items():
-            for event in info.timeline.events:
-                source = getattr(event, "source", None)
-                if not isinstance(source, dict) or source.get("sender") != me:
-                    continue
-                delay_id = fired_delay_id(source)
-                if delay_id is not None:
-                    self._sent(delay_id, room_id, source)
+        for room_id, delay_id, event in own_fired_events(response, self._user_id()):
+            self._sent(delay_id, room_id, event)
 
     def _sent(self, delay_id: str, room_id: str, source: dict[str, Any]) -> None:
         event_id, event_type = source.get("event_id"), source.get("type")

@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 from nio.responses import SyncResponse
 
-from ..delay_id import shorten
-from ..wire import fired_delay_id
+from ..delay_id import DelayId
+from ..wire import own_fired_events
 from .context import KeepAliveContext
 from .switch import LostPolicy, SeenFired, SwitchEventKind, SwitchRuntime
 
@@ -47,26 +47,15 @@ class FireWatch:
         """Look through a sync for the switches' own fired events. Runs inside nio's response
         handling: it only notes, the switch's request task acts (a request under way for the
         switch ends first, so nothing acts on one switch twice at once)."""
-        me = self._client.user_id
         by_delay_id: dict[str, SwitchRuntime] | None = None
-        for info in response.rooms.join.values():
-            for event in info.timeline.events:
-                source = getattr(event, "source", None)
-                if not isinstance(source, dict) or source.get("sender") != me:
-                    continue
-                delay_id = fired_delay_id(source)
-                if delay_id is None:
-                    continue
-                if by_delay_id is None:  # built once a sync, and only if it has a fired event
-                    by_delay_id = {
-                        s.delay_id: s for s in self._ctx.switches if s.delay_id is not None
-                    }
-                switch = by_delay_id.get(delay_id)
-                if switch is not None:
-                    event_id = source.get("event_id")
-                    self._note(
-                        switch, SeenFired(delay_id, event_id if isinstance(event_id, str) else None)
-                    )
+        for _, delay_id, event in own_fired_events(response, self._client.user_id):
+            if by_delay_id is None:  # built once a sync, and only if it has a fired event
+                by_delay_id = {s.delay_id: s for s in self._ctx.switches if s.delay_id is not None}
+            switch = by_delay_id.get(delay_id)
+            if switch is not None:
+                event_id = event.get("event_id")
+                seen = SeenFired(DelayId(delay_id), event_id if isinstance(event_id, str) else None)
+                self._note(switch, seen)
 
     def _note(self, switch: SwitchRuntime, seen: SeenFired) -> None:
         if switch.seen_fired is not None and switch.seen_fired.delay_id == seen.delay_id:
@@ -95,7 +84,7 @@ class FireWatch:
         self._ctx.emit(
             switch,
             SwitchEventKind.FIRED_CONFIRMED,
-            f"the server sent the event ({shorten(seen.delay_id)}, {seen.event_id}): {how}; {then}",
+            f"the server sent the event ({seen.delay_id.short}, {seen.event_id}): {how}; {then}",
         )
         if not rearm:
             self._ctx.switches.forget(switch)

@@ -84,10 +84,10 @@ class Overwrite:
 
 @dataclass(frozen=True)
 class SeenFired:
-    """A switch's event as the sync showed it sent: its delay id (never logged whole) and the
-    event id it was sent as."""
+    """A switch's event as the sync showed it sent: its delay id and the event id it was sent
+    as."""
 
-    delay_id: str
+    delay_id: DelayId
     event_id: str | None
 
 
