@@ -210,7 +210,8 @@ async def test_a_fire_noted_while_a_restart_is_under_way_is_applied_when_it_ends
     await env.client.sync(timeout=0)  # while the restart waits for its answer
     await advancing_task
     [confirmed] = env.of(SwitchEventKind.FIRED_CONFIRMED)
-    assert "409" in confirmed.message
+    assert confirmed.error is not None
+    assert confirmed.error.http_status == 409
     assert SwitchEventKind.LOST not in env.kinds()
     assert switch.state is SwitchState.ARMED
     assert switch.stats.fires_seen == 1

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from nio.responses import SyncResponse
 
 from ..delay_id import DelayId
+from ..responses import DelayedEventError
 from ..wire import own_fired_events
 from .context import KeepAliveContext
 from .switch import LostPolicy, SeenFired, SwitchEventKind, SwitchRuntime
@@ -71,9 +72,12 @@ class FireWatch:
         else:
             self._schedule(switch)
 
-    def apply(self, switch: SwitchRuntime, how: str) -> None:
-        """The switch's event was sent (``how``: what showed it): report it as certain and apply
-        ``on_lost``. An overwrite noted meanwhile concerned the event that is gone: dropped."""
+    def apply(
+        self, switch: SwitchRuntime, how: str, error: DelayedEventError | None = None
+    ) -> None:
+        """The switch's event was sent (``how``: what showed it; ``error``: the restart's answer
+        that agreed, if one did): report it as certain and apply ``on_lost``. An overwrite noted
+        meanwhile concerned the event that is gone: dropped."""
         seen = switch.seen_fired
         assert seen is not None
         switch.seen_fired = None
@@ -85,6 +89,7 @@ class FireWatch:
             switch,
             SwitchEventKind.FIRED_CONFIRMED,
             f"the server sent the event ({seen.delay_id.short}, {seen.event_id}): {how}; {then}",
+            error,
         )
         if not rearm:
             self._ctx.switches.forget(switch)

@@ -133,7 +133,7 @@ class Restarter:
     async def _lost(self, switch: SwitchRuntime, resp: DelayedEventError) -> None:
         if self._fires.pending(switch):
             self._fires.apply(
-                switch, f"it arrived in the client's sync, and the restart was answered {resp}"
+                switch, "it arrived in the client's sync, and a restart found it gone", resp
             )
             return
         overwrite = switch.overwrite or await self._guard.find(switch)
