@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from nio.events import Event
@@ -41,8 +41,8 @@ from nio_delayed._client.sent import FiredMarks
 from nio_delayed.testing import FakeClock, FakeHomeserver, Fault
 
 from .conftest import fake_client
+from .test_keepalive import advancing
 
-T = TypeVar("T")
 ROOM = "!room:fake"
 OFFLINE = {"msgtype": "m.notice", "body": "bot offline"}
 
@@ -80,19 +80,12 @@ class Env:
             await self.clock.settle()
 
 
-async def advancing(clock: FakeClock, awaitable: Awaitable[T], step: float = 0.5) -> T:
-    task = asyncio.ensure_future(awaitable)
-    while not task.done():
-        await clock.advance(step)
-    return task.result()
-
-
 @contextlib.asynccontextmanager
-async def make_env(fake_clock: bool) -> AsyncIterator[Env]:
+async def make_env(fake_clock: bool, limits: ServerLimits | None = None) -> AsyncIterator[Env]:
     clock = FakeClock() if fake_clock else None
     async with FakeHomeserver(clock=clock) as server:
         client = await fake_client(server)
-        manager = KeepAliveManager(client, clock=clock, seed=1, request_timeout=5)
+        manager = KeepAliveManager(client, clock=clock, seed=1, request_timeout=5, limits=limits)
         env = Env(server, client, manager, clock)
         manager.on_event(env.events.append)
         try:
@@ -379,23 +372,14 @@ def test_a_decrypted_event_keeps_the_delay_id_its_ciphertext_carried() -> None:
 async def test_a_fire_seen_while_the_restart_waits_for_the_budget_is_applied_at_once() -> None:
     """Under a tight rate limit one switch's restart waits its turn; the sync shows its event
     sent meanwhile: the fire is reported then, not when the restart's turn comes."""
-    async with make_env(fake_clock=True) as env:
-        env.client.delayed_events_limits = ServerLimits(
-            management=RateLimit(per_second=0.05, burst=1), scheduling=None
-        )
-        manager = env.manager = KeepAliveManager(
-            env.client, clock=env.fake_clock, seed=1, request_timeout=5
-        )
-        manager.on_event(env.events.append)
-        try:
-            first, second = [await env.add(key=key) for key in ("a", "b")]
-            await env.fake_clock.advance(10.5)  # both due at 9-10 s: one token, one waits
-            waiting = next(s for s in (first, second) if s.busy)
-            assert waiting.delay_id is not None
-            env.server.fire(waiting.delay_id)
-            await env.sync()
-            assert env.kinds().count(SwitchEventKind.FIRED_CONFIRMED) == 1
-            assert env.of(SwitchEventKind.FIRED_CONFIRMED)[0].switch is waiting
-            assert SwitchEventKind.LOST not in env.kinds()
-        finally:
-            await advancing(env.fake_clock, manager.close())
+    tight = ServerLimits(management=RateLimit(per_second=0.05, burst=1), scheduling=None)
+    async with make_env(fake_clock=True, limits=tight) as env:
+        first, second = [await env.add(key=key) for key in ("a", "b")]
+        await env.fake_clock.advance(10.5)  # both due at 9-10 s: one token, one waits
+        waiting = next(s for s in (first, second) if s.busy)
+        assert waiting.delay_id is not None
+        env.server.fire(waiting.delay_id)
+        await env.sync()
+        assert env.kinds().count(SwitchEventKind.FIRED_CONFIRMED) == 1
+        assert env.of(SwitchEventKind.FIRED_CONFIRMED)[0].switch is waiting
+        assert SwitchEventKind.LOST not in env.kinds()
