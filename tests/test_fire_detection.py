@@ -220,7 +220,7 @@ async def test_without_a_sync_a_fire_is_still_a_loss_as_before(env: Env) -> None
     assert switch.stats.fires_seen == 0
 
 
-# 2. answers and arrivals slower than the margin (real time, delay 3 s) ------------------------
+# 2. answers and arrivals slower than the margin (real time, delay 4 s) ------------------------
 
 
 async def run_with_sync(env: Env, seconds: float) -> None:
@@ -241,11 +241,11 @@ async def run_with_sync(env: Env, seconds: float) -> None:
 
 async def test_a_restart_acted_on_in_time_but_answered_after_the_deadline_is_no_fire() -> None:
     async with make_env(fake_clock=False) as env:
-        switch = await env.add(delay=3)
-        # The first restart (at ~1 s) is applied at once and answered 2.5 s later: after the
-        # deadline the client predicted (3 s), well before the event's new one (~4 s).
-        late = env.server.inject(Fault(path_contains="/restart", answer_latency=2.5))
-        await run_with_sync(env, 5.0)
+        switch = await env.add(delay=4)
+        # The first restart (at ~1.3 s) is applied at once and answered 3.2 s later: after the
+        # deadline the client predicted (4 s), well before the event's new one (~5.3 s).
+        late = env.server.inject(Fault(path_contains="/restart", answer_latency=3.2))
+        await run_with_sync(env, 6.5)
         assert late.times == 0  # the fault did meet the restart
         assert env.offline_sent() == 0
         assert SwitchEventKind.FIRED_CONFIRMED not in env.kinds()
@@ -262,13 +262,13 @@ async def test_a_restart_that_reaches_the_server_after_the_deadline_is_a_fire(
     syncing: bool,
 ) -> None:
     async with make_env(fake_clock=False) as env:
-        switch = await env.add(delay=3)
-        # The first restart (at ~1 s) takes 2.5 s to reach the server: the event fires at 3 s.
-        env.server.inject(Fault(path_contains="/restart", latency=2.5))
+        switch = await env.add(delay=4)
+        # The first restart (at ~1.3 s) takes 3.2 s to reach the server: the event fires at 4 s.
+        env.server.inject(Fault(path_contains="/restart", latency=3.2))
         if syncing:
-            await run_with_sync(env, 5.0)
+            await run_with_sync(env, 6.5)
         else:
-            await asyncio.sleep(5.0)
+            await asyncio.sleep(6.5)
         assert env.offline_sent() == 1
         kinds = env.kinds()
         if syncing:
