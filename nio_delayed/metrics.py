@@ -57,8 +57,10 @@ __all__ = [
 ]
 
 PREFIX = "nio_delayed"
-#: The switch event kinds that say a switch's event was (probably) sent while the bot ran.
-FIRE_KINDS = frozenset({"probably_fired", "lost"})
+#: The switch event kinds that say a switch's event is gone while the bot ran: confirmed gone by
+#: a restart's answer, or seen sent in the sync (that one replaces the loss: never counted twice).
+#: A ``probably_fired`` guess is left out: it is followed by one of these, or by a recovery.
+FIRE_KINDS = frozenset({"lost", "fired_confirmed"})
 #: How long a scrape from another thread waits for the event loop to read the manager (s).
 READ_TIMEOUT = 5.0
 
@@ -255,6 +257,12 @@ def _families(s: Snapshot) -> list[Metric]:
         "events_lost",
         "Switch events the server confirmed gone while their switch was running.",
         stats.losses,
+    )
+    add(
+        counter,
+        "fires_seen",
+        "Of the lost events, the ones seen sent in the bot's sync: fires known for certain.",
+        stats.fires_seen,
     )
     add(
         counter,

@@ -23,6 +23,7 @@ from ._client.calls import DelayedCalls
 from ._client.encryption import EncryptionLayer
 from ._client.negotiation import Negotiation
 from ._client.request_path import RequestPath
+from ._client.sent import FiredMarks, SentEvents
 from ._client.session import AiohttpTransport, Transport
 from ._client.state import ClientState, SyncObserver
 from ._keepalive import DeadMansSwitch, KeepAliveManager
@@ -31,6 +32,8 @@ from .models import DelayedEventStatus
 from .request_builders import DelayedEventAction
 from .responses import (
     DelayedEventError,
+    DelayedEventSentError,
+    DelayedEventSentResponse,
     DelayedEventsListError,
     DelayedEventsListResponse,
     DelayedEventsSupportError,
@@ -63,6 +66,7 @@ class _Parts:
     transport: Transport
     negotiation: Negotiation
     calls: DelayedCalls
+    sent: SentEvents
 
 
 class DelayedEventsMixin(_Base):
@@ -194,6 +198,20 @@ class DelayedEventsMixin(_Base):
         """
         return await self._delayed.calls.delayed_events(status, room_id, event_type, policy)
 
+    async def delayed_event_sent(
+        self, delay_id: str, *, timeout: timedelta | None
+    ) -> DelayedEventSentResponse | DelayedEventSentError:
+        """Wait until this client's sync shows the event sent for ``delay_id`` (the sender's
+        copy of a fired delayed event names it in ``unsigned``): the response has its
+        ``event_id`` and the event. At once if a recent sync showed it already.
+
+        Needs a sync loop running (``sync_forever``) and a server that marks sent delayed
+        events (the merged MSC4140; Synapse 1.150 and later). A server may send an event up to
+        30 s after its due time. After ``timeout`` (a ``timedelta``; ``None`` waits for ever) the
+        error is ``NOT_SEEN``: look the event up then (``get_delayed_event``).
+        """
+        return await self._delayed.sent.wait(delay_id, timeout)
+
     # -- ordinary events -----------------------------------------------------------------
 
     async def send_event_bounded(
@@ -290,11 +308,17 @@ class DelayedEventsMixin(_Base):
 
     async def receive_response(self, response: Response) -> None:
         """nio's hook for every answer; sync answers are also shown to the sync observers of
-        this client (the keep-alive's state-overwrite guard)."""
+        this client (the keep-alive's state-overwrite guard and fire watch) and to the calls
+        waiting for a delayed event to be sent."""
+        if not isinstance(response, SyncResponse):
+            await super().receive_response(response)
+            return
+        marks = FiredMarks(response)  # nio's decryption drops them: put back after
         await super().receive_response(response)
-        if isinstance(response, SyncResponse):
-            for observer in tuple(self._delayed.state.sync_observers):
-                observer(response)
+        marks.restore()
+        self._delayed.sent.on_sync(response)
+        for observer in tuple(self._delayed.state.sync_observers):
+            observer(response)
 
     # -- assembly ------------------------------------------------------------------------
 
@@ -317,7 +341,11 @@ class DelayedEventsMixin(_Base):
         # its leftover (see KeepAliveManager.add); it names nothing secret.
         encryption = EncryptionLayer(self, state, path, kept_readable=(SWITCH_KEY_FIELD,))
         return _Parts(
-            state, transport, negotiation, DelayedCalls(state, path, negotiation, encryption)
+            state,
+            transport,
+            negotiation,
+            DelayedCalls(state, path, negotiation, encryption),
+            SentEvents(lambda: self.user_id),
         )
 
 

@@ -6,7 +6,7 @@ otherwise. As in nio, ``status_code`` on an error is the Matrix ``errcode``; the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from nio.responses import ErrorResponse, Response
 
@@ -18,6 +18,8 @@ from .support import Dialect, Listing
 
 __all__ = [
     "DelayedEventError",
+    "DelayedEventSentError",
+    "DelayedEventSentResponse",
     "DelayedEventsListError",
     "DelayedEventsListResponse",
     "DelayedEventsSupportError",
@@ -110,6 +112,11 @@ class DelayedEventsListError(DelayedEventError):
     """:meth:`~DelayedEventsMixin.delayed_events` failed."""
 
 
+class DelayedEventSentError(DelayedEventError):
+    """Waiting for a delayed event to be sent ended without seeing it (``NOT_SEEN``), or the
+    arguments were wrong (``INVALID``)."""
+
+
 @dataclass
 class DelayedEventsSupportResponse(Response):
     """What the server offers. When ``supported`` is False, ``reason`` says why. ``listing``:
@@ -170,6 +177,19 @@ class UpdateDelayedEventResponse(Response):
 
     delay_id: DelayId
     action: DelayedEventAction
+
+
+@dataclass
+class DelayedEventSentResponse(Response):
+    """A delayed event was sent: the client's sync showed it, marked with its ``delay_id``.
+    ``event`` is the event's JSON as the sync gave it (decrypted, in an encrypted room; left
+    out of the repr, as it holds the whole ``delay_id``)."""
+
+    delay_id: DelayId
+    room_id: str
+    event_id: str
+    event_type: str
+    event: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass

@@ -22,6 +22,7 @@ _LOG_LEVELS = {
     SwitchEventKind.AT_RISK: logging.WARNING,
     SwitchEventKind.PROBABLY_FIRED: logging.WARNING,
     SwitchEventKind.LOST: logging.WARNING,
+    SwitchEventKind.FIRED_CONFIRMED: logging.WARNING,
     SwitchEventKind.DELAY_LOWERED: logging.WARNING,
     SwitchEventKind.ALIVE_FAILED: logging.WARNING,
     SwitchEventKind.STALL: logging.WARNING,

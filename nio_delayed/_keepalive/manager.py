@@ -4,6 +4,7 @@ It assembles the parts: :mod:`.scheduler` owns the schedule and hands due switch
 tasks, :mod:`.budget` models the server's rate limits and lets each request go in its turn,
 :mod:`.planning` fits the switches' restarts into that budget and says what it cannot keep,
 :mod:`.restart`, :mod:`.arming`, :mod:`.overwrite` and :mod:`.stopping` do the requests,
+:mod:`.fired` knows a switch's event was sent when the client's sync shows it,
 :mod:`.machine` decides each switch's state and timing, and :mod:`.events` reports it all.
 """
 
@@ -39,6 +40,7 @@ from .arming import Arming
 from .budget import Bucket, Priority
 from .context import KeepAliveContext
 from .events import EventStream, sum_stats
+from .fired import FireWatch
 from .machine import Backoff, SwitchMachine, SwitchStats, default_interval
 from .overwrite import OverwriteGuard
 from .planning import Capacity, Planner
@@ -124,7 +126,8 @@ class KeepAliveManager:
         )
         self._arming = Arming(ctx)
         self._guard = OverwriteGuard(ctx, self._scheduler.schedule)
-        self._restarter = Restarter(ctx, self._arming, self._guard)
+        self._fires = FireWatch(ctx, self._scheduler.schedule)
+        self._restarter = Restarter(ctx, self._arming, self._guard, self._fires)
         self._stopping = Stopping(ctx, stop_timeout)
         self._scheduler_task: asyncio.Task[None] | None = None
         self._start_lock = asyncio.Lock()
@@ -177,6 +180,7 @@ class KeepAliveManager:
                 )
             self._arming.leftovers = listing.scheduled
             self.client.add_sync_observer(self._guard.on_sync)
+            self.client.add_sync_observer(self._fires.on_sync)
             self._loop = asyncio.get_running_loop()
             self._scheduler_task = asyncio.create_task(
                 self._scheduler.run(self._restarter.act), name="nio-delayed keep-alive"
@@ -229,6 +233,7 @@ class KeepAliveManager:
 
     async def _close(self) -> list[DeadMansSwitch]:
         self.client.remove_sync_observer(self._guard.on_sync)
+        self.client.remove_sync_observer(self._fires.on_sync)
         switches = list(self._ctx.switches)
         ended = await asyncio.gather(*(self._stopping.stop(s, None) for s in switches))
         if self._scheduler_task is not None:

@@ -24,6 +24,7 @@ __all__ = [
     "LostPolicy",
     "Overwrite",
     "OverwritePolicy",
+    "SeenFired",
     "SwitchArmError",
     "SwitchEvent",
     "SwitchEventKind",
@@ -81,6 +82,15 @@ class Overwrite:
     origin_server_ts: int
 
 
+@dataclass(frozen=True)
+class SeenFired:
+    """A switch's event as the sync showed it sent: its delay id and the event id it was sent
+    as."""
+
+    delay_id: DelayId
+    event_id: str | None
+
+
 class LeftoverPolicy(str, Enum):
     """What to do, at start, with a switch a previous process left scheduled for the same
     room, type and state key (for a message: the same content)."""
@@ -116,6 +126,11 @@ class SwitchEventKind(str, Enum):
     RECOVERED = "recovered"
     PROBABLY_FIRED = "probably_fired"
     LOST = "lost"
+    #: The switch's own event arrived in the client's sync (its ``unsigned`` delay id says so):
+    #: the server sent it, for certain. ``on_lost`` follows (re-arm, or stop in state FIRED).
+    #: It replaces ``LOST`` for that event; a server that still answers 200 to restarts of an
+    #: event it sent is caught this way too.
+    FIRED_CONFIRMED = "fired_confirmed"
     REARMED = "rearmed"
     OVERWRITTEN = "overwritten"
     STALL = "stall"
@@ -217,6 +232,8 @@ class SwitchRuntime:
         #: An overwrite seen in the sync and not handled yet, and the event id of the last one.
         self.overwrite: Overwrite | None = None
         self.last_overwrite_id: str | None = None
+        #: The sync showed this event sent, and the fire is not handled yet.
+        self.seen_fired: SeenFired | None = None
         #: The next re-arm publishes no "alive" (``on_overwrite=IGNORE``).
         self.rearm_quietly = False
         self.callbacks: list[Callable[[SwitchEvent], None]] = []
