@@ -29,6 +29,7 @@ _LOG_LEVELS = {
     SwitchEventKind.OVERWRITTEN: logging.WARNING,
     SwitchEventKind.OVER_BUDGET: logging.WARNING,
     SwitchEventKind.UNDELIVERABLE: logging.WARNING,
+    SwitchEventKind.FOREIGN_LEFTOVER: logging.WARNING,
 }
 
 
