@@ -21,6 +21,7 @@ from nio_delayed import (
     DelayedAsyncClient,
     ExitPolicy,
     InvalidInput,
+    KeepAliveError,
     KeepAliveManager,
     LeftoverPolicy,
     RoomPutStateDelayedResponse,
@@ -213,6 +214,22 @@ async def test_an_earlier_versions_message_with_other_text_is_replaced(account: 
     assert SwitchEventKind.LEFTOVER_CANCELLED in account.kinds()
 
 
+async def test_a_client_without_a_device_id_must_name_its_owner(account: Account) -> None:
+    client = DelayedAsyncClient(account.server.url, USER)
+    client.access_token = account.server.add_user(USER)  # a token set by hand: no device id
+    account.clients.append(client)
+    with pytest.raises(KeepAliveError, match="no owner was given"):
+        await KeepAliveManager(client, clock=account.clock).add(
+            ROOM, "m.room.message", OFFLINE, delay=30_000
+        )
+    assert account.server.requests == []
+    manager = KeepAliveManager(client, clock=account.clock, owner="status-bot")
+    account.managers.append(manager)
+    await manager.add(ROOM, "m.room.message", OFFLINE, delay=30_000)
+    [scheduled] = account.server.scheduled()
+    assert scheduled["content"]["org.nio_delayed.owner"] == "status-bot"
+
+
 # -- exact content --------------------------------------------------------------------------
 
 
@@ -304,6 +321,15 @@ async def test_a_rolling_deploy_hands_the_switch_over_without_a_false_offline(
     assert new_switch.stats.restarts_ok >= 5
     await advancing(account.clock, new.close())  # the new process's exit sends it, once
     assert account.offline_sent() == 1
+
+
+async def test_a_signal_handler_can_hand_the_switches_over(account: Account) -> None:
+    manager = account.manager()
+    switch = await manager.add(ROOM, "m.room.message", OFFLINE, delay=30_000)
+    manager.close_soon(ExitPolicy.KEEP)  # as loop.add_signal_handler(SIGTERM, ...) calls it
+    await advancing(account.clock, manager.wait_closed())
+    assert switch.state is SwitchState.STOPPED
+    assert account.scheduled_ids() == {switch.delay_id}
 
 
 async def test_a_rolling_deploy_with_distinct_owners_stops_the_old_one_with_cancel(

@@ -165,9 +165,10 @@ class KeepAliveManager:
 
     @property
     def owner(self) -> str:
-        """Who this bot's switches belong to: the ``owner`` given, else the client's device id.
-        Raises :class:`KeepAliveError` if there is neither (the client is not logged in)."""
-        owner = self._owner_id or self.client.device_id
+        """Who this bot's switches belong to: the ``owner`` given, else the client's device id
+        (fixed when the manager starts). Raises :class:`KeepAliveError` if there is neither (a
+        client not logged in, or given a token by hand: then pass ``owner``)."""
+        owner = self._ctx.ownership.owner or self._owner_id or self.client.device_id
         if not owner:
             raise KeepAliveError(
                 "the client has no device id (log in first), and no owner was given: a switch "

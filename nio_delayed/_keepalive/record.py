@@ -88,8 +88,8 @@ class SwitchRecord:
         return delay_id in self._known
 
     def keep(self, entry: RecordedSwitch) -> None:
-        """Record an event this bot armed or adopted (atomically: a crash leaves the old file or
-        the new one, never half of one)."""
+        """Record an event this bot armed or adopted (atomically: a crash leaves no file or the
+        whole one, never half of one)."""
         self._known.add(entry.delay_id)
         body = {"format": _FORMAT, "version": _VERSION, "user_id": self._user_id}
         body.update(_fields(entry))
@@ -100,8 +100,9 @@ class SwitchRecord:
             handle, temporary = tempfile.mkstemp(dir=self.path, prefix=".", suffix=".tmp")
             with os.fdopen(handle, "w", encoding="utf-8") as out:
                 json.dump(body, out)
-                out.flush()
-                os.fsync(out.fileno())
+            # No fsync: the record is for a process that dies, and the system keeps what it
+            # wrote; a machine that loses power is back after the delay, when the event fired.
+            # (It would stall the event loop on a busy disk at every arming.)
             os.replace(temporary, self._file(entry.delay_id))
         except OSError as exc:
             if temporary is not None:
