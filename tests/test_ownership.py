@@ -82,29 +82,28 @@ class Account:
         return sum(1 for e in self.server.room_events if e["content"].get("body") == "bot offline")
 
 
-@pytest.fixture
-async def account() -> AsyncIterator[Account]:
+async def on_fake_homeserver(**options: Any) -> AsyncIterator[Account]:
     clock = FakeClock()
-    async with FakeHomeserver(clock=clock) as server:
+    async with FakeHomeserver(clock=clock, **options) as server:
         account = Account(clock, server)
         yield account
         for manager in account.managers:
             await advancing(clock, manager.close())
         for client in account.clients:
             await client.close()
+
+
+@pytest.fixture
+async def account() -> AsyncIterator[Account]:
+    async for account in on_fake_homeserver():
+        yield account
 
 
 @pytest.fixture
 async def unlisted() -> AsyncIterator[Account]:
     """A server that follows the merged MSC4140 and has no listing at all (no MSC4486)."""
-    clock = FakeClock()
-    async with FakeHomeserver(clock=clock, msc4486=False) as server:
-        account = Account(clock, server)
+    async for account in on_fake_homeserver(msc4486=False):
         yield account
-        for manager in account.managers:
-            await advancing(clock, manager.close())
-        for client in account.clients:
-            await client.close()
 
 
 async def status_switch(manager: KeepAliveManager, **options: Any) -> DeadMansSwitch:
