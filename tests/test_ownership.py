@@ -183,24 +183,29 @@ async def test_a_bot_with_a_fixed_owner_adopts_across_devices(account: Account) 
     assert account.scheduled_ids() == {first.delay_id}
 
 
-@pytest.mark.parametrize("state_key", [None, "bot"])
-async def test_an_earlier_versions_leftover_is_still_adopted(
-    account: Account, state_key: str | None
-) -> None:
-    """Events armed before switches had owners carry no marker: a message with our switch key,
-    or a state event with exactly the switch's content, is taken as this bot's."""
+async def test_an_earlier_versions_message_switch_is_still_adopted(account: Account) -> None:
+    """Messages armed before switches had owners carry our switch key and no owner marker:
+    only this library writes that key, so they are this bot's."""
     earlier = account.device()
-    content = {**OFFLINE, "org.nio_delayed.switch": "default"} if state_key is None else OFFLINE
-    if state_key is None:
-        left = await earlier.room_send_delayed(ROOM, "m.room.message", content, 30_000)
-    else:
-        left = await earlier.room_put_state_delayed(ROOM, "m.room.message", content, 30_000, "bot")
-    assert isinstance(left, (RoomSendDelayedResponse, RoomPutStateDelayedResponse))
-    switch = await account.manager().add(
-        ROOM, "m.room.message", OFFLINE, state_key=state_key, delay=30_000
-    )
+    content = {**OFFLINE, "org.nio_delayed.switch": "default"}
+    left = await earlier.room_send_delayed(ROOM, "m.room.message", content, 30_000)
+    assert isinstance(left, RoomSendDelayedResponse)
+    switch = await account.manager().add(ROOM, "m.room.message", OFFLINE, delay=30_000)
     assert switch.delay_id == left.delay_id
     assert SwitchEventKind.ADOPTED in account.kinds()
+
+
+async def test_an_unmarked_state_event_is_never_taken_even_with_the_same_content(
+    account: Account,
+) -> None:
+    """Any client may have scheduled it: an earlier version's state switch, or a web client's
+    event that happens to have the switch's content."""
+    web = account.device("WEBCLIENT")
+    theirs = await web.room_put_state_delayed(ROOM, STATUS, {"online": False}, 30_000, "bot")
+    assert isinstance(theirs, RoomPutStateDelayedResponse)
+    switch = await status_switch(account.manager())
+    assert account.scheduled_ids() == {theirs.delay_id, switch.delay_id}
+    assert SwitchEventKind.FOREIGN_LEFTOVER in account.kinds()
 
 
 async def test_an_earlier_versions_message_with_other_text_is_replaced(account: Account) -> None:

@@ -11,8 +11,12 @@ switch's when, in this order:
    is our owner id, another's otherwise;
 3. the switch sends its content exactly as given (``exact_content``) and its state key holds the
    owner id: a per-device key that no other device writes;
-4. without a marker, made by an earlier version of this library: a message with our switch key,
-   or a state event whose content is exactly the switch's. Anything else is not ours.
+4. a message without a marker that carries our switch key (``org.nio_delayed.switch``): only
+   this library writes that key, so an earlier version of it made the event.
+
+Anything else is not ours: above all an unmarked state event, which any client may have
+scheduled (a web client's call membership has cancelled no switch of ours, and none of ours
+cancels it).
 """
 
 from __future__ import annotations
@@ -59,8 +63,6 @@ class Ownership:
             return Provenance.OURS, "its state key is this owner's"
         if settings.state_key is None:
             return Provenance.EARLIER, "our switch key, no owner marker (an earlier version)"
-        if not settings.exact_content and event.content == unmarked(settings.content):
-            return Provenance.EARLIER, "the switch's content, no owner marker (an earlier version)"
         return Provenance.FOREIGN, "no owner marker and not in this bot's record"
 
     def per_owner_key(self, state_key: str | None) -> bool:
