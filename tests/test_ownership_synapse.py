@@ -5,6 +5,7 @@ false "offline" reaching a watching user."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from nio_delayed import (
     UpdateDelayedEventResponse,
 )
 from nio_delayed.devserver import DevServer
+from nio_delayed.testing import FaultProxy, ProxyFaults
 
 from .conftest import Room, login, unique
 
@@ -130,3 +132,47 @@ async def test_a_rolling_deploy_to_another_device_hands_the_switch_over(
     finally:
         await old.close()
         await new.close()
+
+
+async def test_a_lost_answer_to_a_state_arming_finds_our_event_not_the_other_devices(
+    two_devices: TwoDevices,
+) -> None:
+    """Released Synapse schedules state without a transaction id: when the answer is lost, the
+    switch looks for the event it may have scheduled before trying again. The other device's
+    event on the same key, there since before, is not it."""
+    room, web = two_devices.room, two_devices.second
+    theirs = await web.room_put_state_delayed(
+        room.room_id, "org.example.status", {"online": False}, 60_000, "bot"
+    )
+    assert isinstance(theirs, RoomPutStateDelayedResponse), theirs
+    async with FaultProxy(room.server.url) as proxy:
+        bot = DelayedAsyncClient(proxy.url, room.bot.user_id)
+        bot.restore_login(room.bot.user_id, room.bot.device_id, room.bot.access_token)
+        bot.delayed_events_limits = room.server.limits
+        manager = KeepAliveManager(bot)
+        try:
+            await manager.start()
+            proxy.faults = ProxyFaults(reset_chance=1.0)  # the server acts, the answer is lost
+
+            async def arming_seen() -> bool:
+                return any("/state/" in r.path for r in proxy.requests)
+
+            async def heal_after_the_arming() -> None:
+                await room.wait_for(arming_seen, timeout=10, interval=0.001)
+                proxy.heal()
+
+            healer = asyncio.create_task(heal_after_the_arming())
+            switch = await manager.add(
+                room.room_id, "org.example.status", {"online": False}, state_key="bot", delay=5000
+            )
+            await healer
+            assert [r.fault for r in proxy.requests if "/state/" in r.path] == ["reset"]
+            assert switch.delay_id not in (None, theirs.delay_id)
+            assert await scheduled_ids(room.bot) == {theirs.delay_id, switch.delay_id}
+        finally:
+            with contextlib.suppress(Exception):
+                await manager.close(ExitPolicy.CANCEL)
+            await bot.close()
+    assert await scheduled_ids(room.bot) == {theirs.delay_id}
+    tidy = await web.cancel_delayed_event(theirs.delay_id)
+    assert isinstance(tidy, UpdateDelayedEventResponse), tidy

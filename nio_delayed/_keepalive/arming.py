@@ -102,25 +102,11 @@ class Arming:
     async def arm(self, switch: SwitchRuntime, attempts: int = 3) -> DelayedEventError | None:
         """Schedule the switch's event; on success the machine is armed. Returns the error."""
         tx_id = switch.tx_id = switch.tx_id or f"nio-delayed-{uuid.uuid4()}"
-        resp, sent_at = await self._ctx.request(
-            Bucket.SCHEDULING,
-            Priority.ARM,
-            lambda _: self._schedule(switch, tx_id),
-            switch=switch,
-            attempts=attempts,
-        )
+        resp, sent_at = await self._scheduled(switch, tx_id, attempts)
         sent_wall_ms = _wall_ms() - round((self._ctx.clock.now() - sent_at) * 1000)
         if isinstance(resp, DelayedEventError):
-            if not self._may_have_scheduled(switch, resp):
-                return resp
-            # A legacy /state request may have scheduled an event even though no answer came
-            # (it has no transaction id): look before anyone tries again.
-            found = await self._find_unowned(switch)
-            if found is None:
-                return resp
-            delay_id = found.delay_id
-        else:
-            delay_id = resp.delay_id
+            return resp
+        delay_id = resp.delay_id
         self._record(switch, delay_id, switch.settings.content, sent_wall_ms)
         switch.delay_id = delay_id
         switch.tx_id = None  # the next arming is a new event
@@ -172,12 +158,38 @@ class Arming:
             s.room_id, s.event_type, s.content, s.delay_ms, s.state_key, policy=policy
         )
 
-    def _may_have_scheduled(self, switch: SwitchRuntime, error: DelayedEventError) -> bool:
-        return (
-            error.kind is ErrorKind.NETWORK
-            and switch.settings.state_key is not None
-            and self._ctx.dialect is Dialect.LEGACY
-        )
+    async def _scheduled(
+        self, switch: SwitchRuntime, tx_id: str, attempts: int
+    ) -> tuple[
+        RoomSendDelayedResponse | RoomPutStateDelayedResponse | DelayedEvent | DelayedEventError,
+        float,
+    ]:
+        """Schedule the switch's event, up to ``attempts`` tries; the answer (or the event found
+        scheduled) and when its request left.
+
+        A legacy ``/state`` request has no transaction id: an answer lost on the way may hide an
+        event the server scheduled, and sending again would schedule a second one, left to fire.
+        So after no answer it looks for that event before it tries again."""
+        blind = switch.settings.state_key is not None and self._ctx.dialect is Dialect.LEGACY
+        for attempt in range(1, attempts + 1):
+            resp, sent_at = await self._ctx.request(
+                Bucket.SCHEDULING,
+                Priority.ARM,
+                lambda _: self._schedule(switch, tx_id),
+                switch=switch,
+                attempts=1 if blind else attempts,
+            )
+            if not blind or not isinstance(resp, DelayedEventError):
+                return resp, sent_at
+            if resp.kind is ErrorKind.NETWORK:
+                found = await self._find_unowned(switch)
+                if found is not None:
+                    return found, sent_at
+            elif resp.kind not in (ErrorKind.RATE_LIMITED, ErrorKind.SERVER_ERROR):
+                return resp, sent_at
+            if attempt < attempts and resp.kind is not ErrorKind.RATE_LIMITED:
+                await self._ctx.sleep(self._ctx.backoff.wait(attempt, self._ctx.rng))
+        return resp, sent_at
 
     async def _find_unowned(self, switch: SwitchRuntime) -> DelayedEvent | None:
         listing, _ = await self._ctx.request(
