@@ -11,6 +11,7 @@ keep-alive; the calls themselves live in those parts.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -48,7 +49,7 @@ from .responses import (
     UpdateDelayedEventResponse,
 )
 from .transport import RequestPolicy
-from .wire import SWITCH_KEY_FIELD
+from .wire import OWNER_FIELD, SWITCH_KEY_FIELD
 
 __all__ = ["DelayedAsyncClient", "DelayedEventsMixin"]
 
@@ -86,6 +87,11 @@ class DelayedEventsMixin(_Base):
     #: the server allows more, or exempts the bot (``ServerLimits.unlimited()``).
     delayed_events_limits: ServerLimits = ServerLimits()
     delayed_events_transport: Transport | None = None
+    #: For :attr:`keep_alive`, set before its first use: the switches' owner (default: the
+    #: device id) and the directory of the bot's record of its switches (see
+    #: :class:`KeepAliveManager`'s ``owner`` and ``record_dir``).
+    delayed_events_owner: str | None = None
+    delayed_events_record_dir: str | os.PathLike[str] | None = None
 
     # -- support -------------------------------------------------------------------------
 
@@ -254,7 +260,9 @@ class DelayedEventsMixin(_Base):
         ``close()`` stops its switches by their exit policies."""
         manager = self.__dict__.get("_nio_delayed_keep_alive")
         if manager is None:
-            manager = self.__dict__["_nio_delayed_keep_alive"] = KeepAliveManager(self)
+            manager = self.__dict__["_nio_delayed_keep_alive"] = KeepAliveManager(
+                self, owner=self.delayed_events_owner, record_dir=self.delayed_events_record_dir
+            )
         return cast(KeepAliveManager, manager)
 
     @contextlib.asynccontextmanager
@@ -337,9 +345,11 @@ class DelayedEventsMixin(_Base):
             transport, lambda: self.delayed_events_policy, lambda: (self.access_token,)
         )
         negotiation = Negotiation(state, path, lambda: self.homeserver)
-        # A switch's key stays readable beside the ciphertext, so that a restarted bot knows
-        # its leftover (see KeepAliveManager.add); it names nothing secret.
-        encryption = EncryptionLayer(self, state, path, kept_readable=(SWITCH_KEY_FIELD,))
+        # A switch's key and owner stay readable beside the ciphertext, so that a restarted bot
+        # knows its leftover (see KeepAliveManager.add); they name nothing secret.
+        encryption = EncryptionLayer(
+            self, state, path, kept_readable=(SWITCH_KEY_FIELD, OWNER_FIELD)
+        )
         return _Parts(
             state,
             transport,

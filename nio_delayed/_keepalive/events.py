@@ -31,6 +31,7 @@ _LOG_LEVELS = {
     SwitchEventKind.OVERWRITTEN: logging.WARNING,
     SwitchEventKind.OVER_BUDGET: logging.WARNING,
     SwitchEventKind.UNDELIVERABLE: logging.WARNING,
+    SwitchEventKind.FOREIGN_LEFTOVER: logging.WARNING,
 }
 # A switch that ended without the bot asking (fired, failed, overwritten) needs attention, whatever
 # the event that says so: a kind added later cannot slip in below WARNING.

@@ -92,8 +92,9 @@ class SeenFired:
 
 
 class LeftoverPolicy(str, Enum):
-    """What to do, at start, with a switch a previous process left scheduled for the same
-    room, type and state key (for a message: the same content)."""
+    """What to do, at start, with a switch a previous process of the same owner left scheduled
+    for the same room, type and state key (for a message: the same key). Events other owners
+    armed are never touched."""
 
     #: Take it over and keep restarting it (the default): no event fires across a restart.
     ADOPT = "adopt"
@@ -117,6 +118,9 @@ class SwitchEventKind(str, Enum):
     ARMED = "armed"
     ADOPTED = "adopted"
     LEFTOVER_CANCELLED = "leftover_cancelled"
+    #: A delayed event on the switch's room, type and state key that another device or program
+    #: of the account armed (see ``KeepAliveManager``'s ``owner``): left alone, said at WARNING.
+    FOREIGN_LEFTOVER = "foreign_leftover"
     DELAY_LOWERED = "delay_lowered"
     ALIVE_PUBLISHED = "alive_published"
     ALIVE_FAILED = "alive_failed"
@@ -201,6 +205,8 @@ class SwitchSettings:
     priority: int = 0
     #: A message switch's event is sticky this long once sent (MSC4354); every arming asks it.
     sticky_duration_ms: int | None = None
+    #: The content goes out exactly as given, without the owner marker (state switches).
+    exact_content: bool = False
 
 
 Stopper = Callable[["SwitchRuntime", "ExitPolicy | None"], Awaitable[bool]]
@@ -334,6 +340,11 @@ class DeadMansSwitch:
     @property
     def ignore_unverified_devices(self) -> bool:
         return self._settings.ignore_unverified_devices
+
+    @property
+    def exact_content(self) -> bool:
+        """The event's content is exactly the one given: it carries no owner marker."""
+        return self._settings.exact_content
 
     @property
     def priority(self) -> int:
