@@ -71,7 +71,7 @@ from .switch import (
 
 __all__ = ["KeepAliveManager"]
 
-logger = logging.getLogger("nio_delayed")
+logger = logging.getLogger(__name__)
 
 
 class KeepAliveManager:
@@ -97,7 +97,7 @@ class KeepAliveManager:
     left alone (``FOREIGN_LEFTOVER``). Give a fixed id if the bot logs in anew (a new device) at
     every start. ``record_dir``: a directory of the bot's own (beside nio's store, say) where it
     records the events it armed, so that a restarted process finds them on a server that lists
-    no delayed events; the files hold ``delay_id``s and are the owner's alone (mode 0600).
+    no delayed events; the files hold ``delay_id`` values and are the owner's alone (mode 0600).
     """
 
     def __init__(  # noqa: PLR0913  # the public signature: one keyword per option

@@ -25,7 +25,7 @@ from ..models import DelayedEvent, parse_delay_id
 
 __all__ = ["RECORD_SUBDIR", "RecordedSwitch", "SwitchRecord"]
 
-logger = logging.getLogger("nio_delayed")
+logger = logging.getLogger(__name__)
 
 #: The record's directory inside the one the bot names.
 RECORD_SUBDIR = "nio-delayed-switches"
