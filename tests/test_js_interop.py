@@ -309,6 +309,20 @@ def unset_since(event: dict[str, Any]) -> dict[str, Any]:
     return event | {"since_ts": None}
 
 
+def scheduled(
+    room_id: str, event_type: str, content: dict[str, Any], state_key: str | None = None
+) -> dict[str, Any]:
+    """The fields of an event scheduled with ``DELAY_MS``, as ``unset_since`` leaves them."""
+    return {
+        "room_id": room_id,
+        "type": event_type,
+        "state_key": state_key,
+        "content": content,
+        "delay_ms": DELAY_MS,
+        "since_ts": None,
+    }
+
+
 # -- scheduled by one, handled by the other -------------------------------------------------
 
 
@@ -324,22 +338,8 @@ async def test_what_one_client_schedules_the_other_lists_restarts_cancels_and_se
     # Listed by both, with the same fields: what was scheduled, and one timer start.
     listed = await other.listing()
     assert listed == await scheduler.listing()
-    assert unset_since(listed[message]) == {
-        "room_id": room,
-        "type": "m.room.message",
-        "state_key": None,
-        "content": TEXT,
-        "delay_ms": DELAY_MS,
-        "since_ts": None,
-    }
-    assert unset_since(listed[state]) == {
-        "room_id": room,
-        "type": STATUS,
-        "state_key": "bot",
-        "content": OFFLINE,
-        "delay_ms": DELAY_MS,
-        "since_ts": None,
-    }
+    assert unset_since(listed[message]) == scheduled(room, "m.room.message", TEXT)
+    assert unset_since(listed[state]) == scheduled(room, STATUS, OFFLINE, "bot")
 
     # The other restarts the state event's timer: the scheduler sees it started later.
     assert await other.act("restart", state)
@@ -425,14 +425,7 @@ async def test_a_sticky_delayed_message_is_listed_by_the_other_client_and_stays_
 
     listed = await other.listing()
     assert listed == await scheduler.listing()
-    assert unset_since(listed[sticky]) == {
-        "room_id": room,
-        "type": "m.room.message",
-        "state_key": None,
-        "content": TEXT,
-        "delay_ms": DELAY_MS,
-        "since_ts": None,
-    }
+    assert unset_since(listed[sticky]) == scheduled(room, "m.room.message", TEXT)
 
     # Restarted and sent by the other client, it is sent sticky, as both clients read it.
     assert await other.act("restart", sticky)
