@@ -36,6 +36,7 @@ from ._keepalive import (
     SwitchStats,
     UnsupportedServerError,
 )
+from ._rtc import LeaveCode, RtcMembership, RtcMembershipError, RtcMode
 from .clock import Clock, SystemClock
 from .delay_id import DelayId
 from .errors import ErrorKind
@@ -89,6 +90,7 @@ __all__ = [
     "InvalidInput",
     "KeepAliveError",
     "KeepAliveManager",
+    "LeaveCode",
     "LeftoverPolicy",
     "Listing",
     "LostPolicy",
@@ -100,6 +102,9 @@ __all__ = [
     "RoomPutStateDelayedResponse",
     "RoomSendDelayedError",
     "RoomSendDelayedResponse",
+    "RtcMembership",
+    "RtcMembershipError",
+    "RtcMode",
     "ServerLimits",
     "Shutdown",
     "SwitchArmError",
