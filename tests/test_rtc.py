@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,7 +19,7 @@ from nio_delayed import (
     SwitchState,
     UnsupportedServerError,
 )
-from nio_delayed.testing import FakeHomeserver
+from nio_delayed.testing import FakeHomeserver, Fault
 
 from .conftest import fake_client
 
@@ -49,10 +50,10 @@ async def published(call: RtcMembership, times: int, timeout: float = 10.0) -> N
     pytest.fail(f"published {call.publications} times, not {times}, within {timeout} s")
 
 
-def kinds(server: FakeHomeserver) -> list[str]:
+def kinds(server: FakeHomeserver, since: int = 0) -> list[str]:
     """The requests that matter here, in order: schedule, publish, restart, cancel, send."""
     names = []
-    for r in server.requests:
+    for r in server.requests[since:]:
         if "/delayed_event/" in r.path:
             names.append("schedule")
         elif r.path.endswith(("/restart", "/cancel", "/send")):
@@ -198,6 +199,31 @@ async def test_a_refresh_follows_a_confirmed_restart_of_the_leave(
     publishes = [i for i, kind in enumerate(order) if kind == "publish"][:4]
     for earlier, later in itertools.pairwise(publishes):
         assert "restart" in order[earlier:later], order
+    await client.close()
+
+
+async def test_after_a_stall_the_leave_is_kept_before_the_membership_is_refreshed(
+    sticky_server: FakeHomeserver,
+) -> None:
+    """The event loop stalls (a suspended host) past the leave's delay and the refresh: on
+    wake the membership goes out only once the leave has been restarted, or re-armed if the
+    server sent it (here the first restarts fail)."""
+    client = await fake_client(sticky_server)
+    async with client.rtc_membership(ROOM, mode="sticky", delay=1500, sticky_duration=2000) as call:
+        await asyncio.sleep(0.2)  # the refresh is waiting for its time
+        mark = len(sticky_server.requests)
+        sticky_server.inject(Fault(path_contains="/restart", status=503, times=2))
+        time.sleep(3)  # noqa: ASYNC251  # the stall itself
+        await published(call, 2)
+        after = sticky_server.requests[mark:]
+        publish = next(i for i, r in enumerate(after) if "/send/" in r.path)
+        kept = [
+            r
+            for r in after[:publish]
+            if (r.status == 200 and r.path.endswith("/restart")) or "/delayed_event/" in r.path
+        ]
+        assert kept, [(r.path[-30:], r.status) for r in after]
+        assert call.switch.state is SwitchState.ARMED
     await client.close()
 
 
