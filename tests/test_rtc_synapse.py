@@ -140,7 +140,8 @@ class Peer:
         process.stdin.write(json.dumps(args).encode())
         process.stdin.close()
         peer = cls(process)
-        await peer.wait_until(lambda members: True, timeout=30)  # synced, joining the call
+        # Synced, and a member of the call itself.
+        await peer.wait_until(listing(watcher.user_id), timeout=30)
         return peer
 
     async def _read(self) -> None:
@@ -215,10 +216,8 @@ async def test_js_sdk_lists_the_bot_and_drops_it_at_once_on_a_clean_exit(
             await peer.wait_until(listing(bot_id, KIND[mode]), timeout=15)
             [(_, members)] = peer.snapshots[-1:]
             by_user = {m["user_id"]: m for m in members}
-            if mode == "legacy":
-                # js-sdk lists both members of the call: the bot and itself. (In sticky mode
-                # its own join stays unsent in node: it lists the bot alone.)
-                assert set(by_user) == {bot_id, peer_id}
+            # js-sdk lists both members of the call: the bot and itself.
+            assert set(by_user) == {bot_id, peer_id}
             assert by_user[bot_id]["member_id"] == call.member_id
             assert by_user[bot_id]["device_id"] == room.bot.device_id
             left_at = time.time() * 1000
@@ -227,8 +226,7 @@ async def test_js_sdk_lists_the_bot_and_drops_it_at_once_on_a_clean_exit(
         RESULTS[f"rtc.{mode}.clean_exit_seen_after_s"] = round(seconds, 3)
         # Far inside the 20 s delay: the leave was sent at once, not by the server later.
         assert seconds < 10, seconds
-        if mode == "legacy":  # only the bot left
-            assert listing(peer_id)(peer.snapshots[-1][1])
+        assert listing(peer_id)(peer.snapshots[-1][1])  # only the bot left
     finally:
         await peer.stop()
 
@@ -309,6 +307,7 @@ async def test_js_sdk_drops_a_sigkilled_call_bot_within_the_delay(
         seconds = (gone_at - killed_at) / 1000
         RESULTS[f"rtc.{mode}.sigkill_seen_after_s"] = round(seconds, 3)
         assert seconds <= KILL_DELAY + 1, seconds
+        assert listing(room.watcher.user_id)(peer.snapshots[-1][1])  # only the bot left
     finally:
         bot.close()
         await peer.stop()

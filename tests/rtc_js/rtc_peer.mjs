@@ -8,7 +8,8 @@
 // member list changes, as js-sdk computes it:
 //   {"event": "members", "at": <ms since epoch>, "members": [{"user_id", "device_id",
 //    "member_id", "kind": "rtc" (sticky m.rtc.member) | "session" (legacy state)}]}
-// plus {"event": "ready"} once it has joined. SIGTERM leaves the session and exits.
+// plus {"event": "ready"} once it has asked to join. SIGTERM leaves the session and exits.
+// PEER_LOG=debug in the environment shows js-sdk's own log (on stdout, beside the JSON lines).
 
 import { readFileSync } from "node:fs";
 
@@ -17,7 +18,7 @@ import { logger } from "matrix-js-sdk/lib/logger.js";
 import { MatrixRTCSessionEvent } from "matrix-js-sdk/lib/matrixrtc/index.js";
 
 const args = JSON.parse(readFileSync(0, "utf8"));
-logger.setLevel("warn"); // its debug lines would drown the JSON ones
+logger.setLevel(process.env.PEER_LOG ?? "warn"); // debug shows its every request
 
 const print = (line) => process.stdout.write(JSON.stringify({ at: Date.now(), ...line }) + "\n");
 
@@ -55,7 +56,9 @@ const members = () =>
 session.on(MatrixRTCSessionEvent.MembershipsChanged, () => print({ event: "members", members: members() }));
 await session.initialMembershipCalculated;
 
-session.joinRoomSession([], undefined, {
+// Its sticky membership names the transport it publishes on (none is contacted here).
+const transport = { type: "livekit", livekit_service_url: "https://sfu.invalid" };
+session.joinRoomSession([], transport, {
   unstableSendStickyEvents: args.mode === "sticky",
   manageMediaKeys: false,
 });
