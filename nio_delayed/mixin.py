@@ -46,6 +46,7 @@ from .responses import (
     UpdateDelayedEventResponse,
 )
 from .transport import RequestPolicy
+from .validation import InvalidInput
 from .wire import SWITCH_KEY_FIELD
 
 __all__ = ["DelayedAsyncClient", "DelayedEventsMixin"]
@@ -285,7 +286,7 @@ class DelayedEventsMixin(_Base):
         *,
         mode: RtcMode | str = RtcMode.AUTO,
         application: str = "m.call",
-        slot_id: str = "ROOM",
+        slot: str = "ROOM",
         transports: list[dict[str, Any]] | None = None,
         call_intent: str | None = None,
         application_data: dict[str, Any] | None = None,
@@ -305,8 +306,8 @@ class DelayedEventsMixin(_Base):
         the leave after ``delay``. ``mode``: ``STICKY`` (MSC4143 ``m.rtc.member`` sticky events,
         re-sent within ``sticky_duration``), ``LEGACY`` (``org.matrix.msc3401.call.member``
         state, ``expires`` refreshed) or ``AUTO`` (sticky where the server advertises sticky
-        events). ``application`` and ``slot_id`` name the slot (default: the room's call);
-        ``transports`` the bot's media transports (focus), ``call_intent`` and
+        events). ``application`` and ``slot`` name the slot (default ``m.call#ROOM``, the
+        room's call); ``transports`` the bot's media transports (focus), ``call_intent`` and
         ``application_data`` go into the membership. Raises ``InvalidInput``, the errors of
         :meth:`KeepAliveManager.add`, or ``RtcMembershipError``; nothing is left behind.
         """
@@ -314,7 +315,7 @@ class DelayedEventsMixin(_Base):
             room_id,
             mode=mode,
             application=application,
-            slot_id=slot_id,
+            slot=slot,
             transports=transports,
             call_intent=call_intent,
             application_data=application_data,
@@ -324,7 +325,9 @@ class DelayedEventsMixin(_Base):
             ignore_unverified_devices=ignore_unverified_devices,
             priority=priority,
         )
-        async with RtcMembership(self, self.user_id, self.device_id or "", options) as membership:
+        if not self.device_id:
+            raise InvalidInput("the client has no device id: log in (or restore_login) first")
+        async with RtcMembership(self, self.user_id, self.device_id, options) as membership:
             yield membership
 
     async def close(self) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from nio_delayed import (
+    DelayedAsyncClient,
     InvalidInput,
     RtcMembership,
     RtcMode,
@@ -166,7 +167,7 @@ async def test_sticky_mode_on_a_server_without_sticky_events_sends_nothing(
     "options",
     [
         {"mode": "sideways"},
-        {"slot_id": "a#b"},
+        {"slot": "a#b"},
         {"application": ""},
         {"transports": [{"url": "no type"}]},
         {"delay": 0},
@@ -262,4 +263,14 @@ async def test_two_memberships_of_one_slot_are_refused(fake: FakeHomeserver) -> 
         with pytest.raises(Exception, match="already guards"):
             async with client.rtc_membership(ROOM, mode="legacy"):
                 pass
+    await client.close()
+
+
+async def test_a_client_without_a_device_id_is_refused(fake: FakeHomeserver) -> None:
+    client = DelayedAsyncClient(fake.url, "@bot:fake")
+    client.access_token = fake.add_user("@bot:fake")
+    with pytest.raises(InvalidInput, match="device id"):
+        async with client.rtc_membership(ROOM):
+            pass
+    assert fake.requests == []
     await client.close()

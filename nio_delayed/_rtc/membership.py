@@ -94,7 +94,7 @@ def check_options(  # noqa: PLR0913  # the public signature: one keyword per opt
     *,
     mode: RtcMode | str,
     application: str,
-    slot_id: str,
+    slot: str,
     transports: list[dict[str, Any]] | None,
     call_intent: str | None,
     application_data: dict[str, Any] | None,
@@ -105,7 +105,7 @@ def check_options(  # noqa: PLR0913  # the public signature: one keyword per opt
     priority: int,
 ) -> _Options:
     """The options, checked before anything is sent; ``InvalidInput`` names the bad one."""
-    for name, part in (("application", application), ("slot_id", slot_id)):
+    for name, part in (("application", application), ("slot", slot)):
         if not isinstance(part, str) or not part or "#" in part:
             raise InvalidInput(f"{name} must be a non-empty string without '#'")
     published = list(transports or [])
@@ -117,7 +117,7 @@ def check_options(  # noqa: PLR0913  # the public signature: one keyword per opt
     return _Options(
         room_id=check_room_id(room_id),
         mode=coerce_policy(RtcMode, mode, "mode"),
-        slot=Slot(application, slot_id),
+        slot=Slot(application, slot),
         transports=[check_content(t) for t in published],
         call_intent=call_intent,
         application_data=check_content(application_data or {}),
