@@ -1,6 +1,6 @@
 """A call bot: a member of the room's MatrixRTC session (Element Call) while it lives.
 
-    export MATRIX_HOMESERVER=... MATRIX_USER_ID=... MATRIX_ACCESS_TOKEN=... [MATRIX_DEVICE_ID=...]
+    export MATRIX_HOMESERVER=... MATRIX_USER_ID=... MATRIX_ACCESS_TOKEN=...
     python examples/call_bot.py '!room:example.org' [--mode auto|sticky|legacy] [--delay 20]
 
 The bot joins the room's call (``client.rtc_membership``) and answers ``!ping`` in the room
@@ -17,17 +17,22 @@ import asyncio
 import os
 import sys
 
-from nio import MatrixRoom, RoomMessageText, SyncResponse
+from nio import MatrixRoom, RoomMessageText, SyncResponse, WhoamiResponse
 
 from nio_delayed import DelayedAsyncClient, stop_on_signals
 
 
 async def main(room_id: str, mode: str, delay: float, transport: str | None) -> int:
-    user_id = os.environ["MATRIX_USER_ID"]
+    user_id, token = os.environ["MATRIX_USER_ID"], os.environ["MATRIX_ACCESS_TOKEN"]
     client = DelayedAsyncClient(os.environ["MATRIX_HOMESERVER"], user_id)
-    # The device id goes into the membership: use the device of the access token.
-    device_id = os.environ.get("MATRIX_DEVICE_ID", "call-bot")
-    client.restore_login(user_id, device_id, os.environ["MATRIX_ACCESS_TOKEN"])
+    client.access_token = token
+    # The membership names the bot's device: the one its access token belongs to.
+    me = await client.whoami()
+    if not isinstance(me, WhoamiResponse) or not me.device_id:
+        print(f"could not learn the token's device: {me}", file=sys.stderr)
+        await client.close()
+        return 1
+    client.restore_login(user_id, me.device_id, token)
     focus = {"type": "livekit", "livekit_service_url": transport}
     transports = [] if transport is None else [focus]
 

@@ -131,15 +131,20 @@ def keepalive_knows_the_client_only_by_its_port(edges: list[Import]) -> list[str
     return _beyond_protocol(edges, KEEPALIVE)
 
 
-def keepalive_insides_stay_inside(edges: list[Import]) -> list[str]:
-    """Outside the keep-alive, only its package (the facade) is imported, not its modules."""
+def _insides_stay_inside(edges: list[Import], package: str) -> list[str]:
+    """Imports of ``package``'s modules from outside it (only its facade may be imported)."""
     return [
         f"{edge.source} imports {target}"
         for edge in edges
-        if not _within(edge.source, KEEPALIVE)
+        if not _within(edge.source, package)
         for target in _targets(edge)
-        if target.startswith(KEEPALIVE + ".")
+        if target.startswith(package + ".")
     ]
+
+
+def keepalive_insides_stay_inside(edges: list[Import]) -> list[str]:
+    """Outside the keep-alive, only its package (the facade) is imported, not its modules."""
+    return _insides_stay_inside(edges, KEEPALIVE)
 
 
 def rtc_knows_the_keepalive_facade_and_the_client_by_its_port(edges: list[Import]) -> list[str]:
@@ -154,13 +159,7 @@ def rtc_knows_the_keepalive_facade_and_the_client_by_its_port(edges: list[Import
 
 def rtc_insides_stay_inside(edges: list[Import]) -> list[str]:
     """Outside the MatrixRTC layer, only its package (the facade) is imported."""
-    return [
-        f"{edge.source} imports {target}"
-        for edge in edges
-        if not _within(edge.source, RTC)
-        for target in _targets(edge)
-        if target.startswith(RTC + ".")
-    ]
+    return _insides_stay_inside(edges, RTC)
 
 
 def client_parts_know_only_the_protocol(edges: list[Import]) -> list[str]:

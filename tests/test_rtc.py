@@ -1,6 +1,7 @@
 """MatrixRTC membership (``client.rtc_membership``) against the fake homeserver: the leave is
 armed before the membership is published, the wire content of each mode, the leave on exit,
-the refresh and the rejoin after a lost leave. The real-client proof is tests/test_rtc_js.py."""
+the refresh and the rejoin after a lost leave. The real-client proof is
+tests/test_rtc_synapse.py."""
 
 from __future__ import annotations
 

@@ -8,28 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from nio import JoinResponse, RoomCreateResponse, RoomGetStateEventResponse
+from nio import RoomGetStateEventResponse
 
 from nio_delayed import RtcMode
 from nio_delayed.devserver import DevServer
 
-from .conftest import CURRENT_SYNAPSE, RESULTS, Room, _start, login, unique
+from .conftest import CURRENT_SYNAPSE, RESULTS, Room, _start, make_room
+from .test_examples import Example
 
 pytestmark = pytest.mark.synapse
 
 JS = Path(__file__).resolve().parent / "rtc_js"
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 LEGACY_TYPE = "org.matrix.msc3401.call.member"
 #: The leave's delay in the SIGKILL tests (s).
 KILL_DELAY = 4.0
@@ -76,33 +74,16 @@ def sticky_synapse() -> Iterator[DevServer]:
     server.close()
 
 
-async def call_room(server: DevServer) -> AsyncIterator[Room]:
-    """A room where anyone may write call memberships (as Element Call sets its rooms up)."""
-    bot_user = server.register_user(unique("bot"))
-    watcher_user = server.register_user(unique("peer"))
-    bot, watcher = await login(server, bot_user), await login(server, watcher_user)
-    try:
-        power = {"events": {LEGACY_TYPE: 0}}
-        created = await bot.room_create(invite=[watcher_user.user_id], power_level_override=power)
-        assert isinstance(created, RoomCreateResponse), created
-        joined = await watcher.join(created.room_id)
-        assert isinstance(joined, JoinResponse), joined
-        yield Room(server, created.room_id, bot, watcher)
-    finally:
-        await bot.close()
-        await watcher.close()
-
-
 @pytest.fixture
 async def any_room(synapse: DevServer) -> AsyncIterator[Room]:
-    """A call room on the shared Synapse of either generation (no sticky events on either)."""
-    async for value in call_room(synapse):
+    """A room on the shared Synapse of either generation (no sticky events on either)."""
+    async for value in make_room(synapse):
         yield value
 
 
 @pytest.fixture
 async def sticky_room(sticky_synapse: DevServer) -> AsyncIterator[Room]:
-    async for value in call_room(sticky_synapse):
+    async for value in make_room(sticky_synapse):
         yield value
 
 
@@ -231,43 +212,6 @@ async def test_js_sdk_lists_the_bot_and_drops_it_at_once_on_a_clean_exit(
         await peer.stop()
 
 
-class CallBot:
-    """examples/call_bot.py as the room's bot, in its own process (so it can be SIGKILLed)."""
-
-    def __init__(self, room: Room, *args: str) -> None:
-        bot = room.bot
-        env = {
-            **os.environ,
-            "MATRIX_HOMESERVER": room.server.url,
-            "MATRIX_USER_ID": bot.user_id,
-            "MATRIX_DEVICE_ID": bot.device_id or "",
-            "MATRIX_ACCESS_TOKEN": bot.access_token,
-        }
-        self.process = subprocess.Popen(
-            [sys.executable, str(EXAMPLES / "call_bot.py"), room.room_id, *args],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-
-    async def line(self, containing: str, timeout: float = 30) -> str:
-        assert self.process.stdout is not None
-        while True:
-            line = await asyncio.wait_for(asyncio.to_thread(self.process.stdout.readline), timeout)
-            if not line:
-                pytest.fail(f"call_bot.py exited ({self.process.wait()}) before {containing!r}")
-            if containing in line:
-                return line
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(10)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-
-
 async def answered_ping(room: Room) -> str:
     await room.watcher.room_send(
         room.room_id, "m.room.message", {"msgtype": "m.text", "body": "!ping"}
@@ -293,10 +237,12 @@ async def test_js_sdk_drops_a_sigkilled_call_bot_within_the_delay(
     room = sticky_room
     bot_id = room.bot.user_id
     peer = await Peer.start(node, room, mode)
-    bot = CallBot(room, "--mode", mode, "--delay", str(KILL_DELAY))
+    bot = Example(room, "call_bot.py", room.room_id, "--mode", mode, "--delay", str(KILL_DELAY))
     try:
         await bot.line("ready")
         await peer.wait_until(listing(bot_id, KIND[mode]), timeout=15)
+        [listed] = [m for m in peer.snapshots[-1][1] if m["user_id"] == bot_id]
+        assert listed["device_id"] == room.bot.device_id  # the token's device (whoami)
         assert await answered_ping(room) == f"pong (in the call, {mode})"
         # Longer than the delay: the leave has been restarted while the bot synced.
         await asyncio.sleep(KILL_DELAY + 1)
@@ -336,7 +282,7 @@ async def test_legacy_mode_on_either_synapse_joins_and_leaves(any_room: Room) ->
 
 async def test_legacy_mode_on_either_synapse_leaves_when_the_bot_is_killed(any_room: Room) -> None:
     room = any_room
-    bot = CallBot(room, "--mode", "legacy", "--delay", "2")
+    bot = Example(room, "call_bot.py", room.room_id, "--mode", "legacy", "--delay", "2")
     state_key = f"_{room.bot.user_id}_{room.bot.device_id}_m.call"
     try:
         await bot.line("ready")
