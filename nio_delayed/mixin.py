@@ -46,7 +46,6 @@ from .responses import (
     UpdateDelayedEventResponse,
 )
 from .transport import RequestPolicy
-from .validation import InvalidInput
 from .wire import SWITCH_KEY_FIELD
 
 __all__ = ["DelayedAsyncClient", "DelayedEventsMixin"]
@@ -313,6 +312,8 @@ class DelayedEventsMixin(_Base):
         """
         options = check_options(
             room_id,
+            user_id=self.user_id,
+            device_id=self.device_id,
             mode=mode,
             application=application,
             slot=slot,
@@ -325,9 +326,7 @@ class DelayedEventsMixin(_Base):
             ignore_unverified_devices=ignore_unverified_devices,
             priority=priority,
         )
-        if not self.device_id:
-            raise InvalidInput("the client has no device id: log in (or restore_login) first")
-        async with RtcMembership(self, self.user_id, self.device_id, options) as membership:
+        async with RtcMembership(self, options) as membership:
             yield membership
 
     async def close(self) -> None:

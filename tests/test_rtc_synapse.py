@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from nio import RoomGetStateEventResponse
 
-from nio_delayed import RtcMode
+from nio_delayed import RtcMode, ServerLimits, SwitchState
 from nio_delayed.devserver import DevServer
 
 from .conftest import CURRENT_SYNAPSE, RESULTS, Room, _start, make_room
@@ -298,3 +298,29 @@ async def test_legacy_mode_on_either_synapse_leaves_when_the_bot_is_killed(any_r
         assert await room.wait_for(left, timeout=8) <= 3.0
     finally:
         bot.close()
+
+
+@pytest.fixture
+async def stock_room(stock_synapse: DevServer) -> AsyncIterator[Room]:
+    """A room on a Synapse of either generation with its own default rate limits."""
+    async for value in make_room(stock_synapse):
+        yield value
+
+
+async def test_legacy_mode_keeps_its_leave_under_synapses_default_rate_limits(
+    stock_room: Room,
+) -> None:
+    """Join, three delays of restarts (every second, the management limit's own rate), a
+    refresh of the membership, and the leave at once on exit."""
+    room = stock_room
+    room.bot.delayed_events_limits = ServerLimits()  # Synapse's defaults, as the server has
+    async with room.bot.rtc_membership(
+        room.room_id, mode="legacy", delay=3000, expires=4000
+    ) as call:
+        await asyncio.sleep(9)
+        assert call.switch.state is SwitchState.ARMED
+        assert call.switch.stats.restarts_ok >= 6
+        assert call.switch.stats.losses == 0
+        assert call.publications >= 2  # refreshed at 3 s and 6 s
+        assert call.state_key is not None
+    assert await membership_state(room, call.state_key) == {}

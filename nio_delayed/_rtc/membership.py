@@ -56,10 +56,6 @@ __all__ = ["RtcMembership", "RtcMembershipError"]
 
 logger = logging.getLogger("nio_delayed")
 
-#: Element Call's figures: a membership without a leave lasts this long (legacy ``expires``).
-DEFAULT_EXPIRES_MS = 4 * 3600 * 1000
-#: Sticky events last at most an hour (MSC4354); the membership is sent again before that.
-DEFAULT_STICKY_MS = 3600 * 1000
 #: A membership is published again when this share of its life has passed.
 _REFRESH_AT = 0.75
 #: Waits between failed attempts to publish the membership.
@@ -74,8 +70,10 @@ class RtcMembershipError(KeepAliveError):
 
 @dataclass(frozen=True)
 class _Options:
-    """The checked arguments of :meth:`DelayedEventsMixin.rtc_membership`."""
+    """The checked arguments of :meth:`DelayedEventsMixin.rtc_membership`, and the bot."""
 
+    user_id: str
+    device_id: str
     room_id: str
     mode: RtcMode
     slot: Slot
@@ -92,6 +90,8 @@ class _Options:
 def check_options(  # noqa: PLR0913  # the public signature: one keyword per option
     room_id: str,
     *,
+    user_id: str,
+    device_id: str | None,
     mode: RtcMode | str,
     application: str,
     slot: str,
@@ -105,6 +105,8 @@ def check_options(  # noqa: PLR0913  # the public signature: one keyword per opt
     priority: int,
 ) -> _Options:
     """The options, checked before anything is sent; ``InvalidInput`` names the bad one."""
+    if not device_id:
+        raise InvalidInput("the client has no device id: log in (or restore_login) first")
     for name, part in (("application", application), ("slot", slot)):
         if not isinstance(part, str) or not part or "#" in part:
             raise InvalidInput(f"{name} must be a non-empty string without '#'")
@@ -115,6 +117,8 @@ def check_options(  # noqa: PLR0913  # the public signature: one keyword per opt
     if call_intent is not None and not isinstance(call_intent, str):
         raise InvalidInput("call_intent must be a string or None")
     return _Options(
+        user_id=user_id,
+        device_id=device_id,
         room_id=check_room_id(room_id),
         mode=coerce_policy(RtcMode, mode, "mode"),
         slot=Slot(application, slot),
@@ -134,10 +138,10 @@ class RtcMembership:
     :meth:`DelayedEventsMixin.rtc_membership`. Read what it is; ``await leave()`` to leave early.
     """
 
-    def __init__(self, client: RtcClient, user_id: str, device_id: str, options: _Options) -> None:
+    def __init__(self, client: RtcClient, options: _Options) -> None:
         self._client = client
-        self._user_id = user_id
-        self._device_id = device_id
+        self._user_id = options.user_id
+        self._device_id = options.device_id
         self._options = options
         self._mode = options.mode
         #: Unique per membership (MSC4143), random: a transport may use it as a pseudonym.
