@@ -17,18 +17,35 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nio import RoomGetStateEventResponse
+from nio import (
+    Event,
+    JoinResponse,
+    MegolmEvent,
+    MessageDirection,
+    RoomCreateResponse,
+    RoomGetStateEventResponse,
+    RoomMessagesResponse,
+    SyncResponse,
+)
 
-from nio_delayed import RtcMode, ServerLimits, SwitchState
+from nio_delayed import (
+    DelayedAsyncClient,
+    DelayedEventsListResponse,
+    RtcMode,
+    ServerLimits,
+    SwitchState,
+)
 from nio_delayed.devserver import DevServer
 
-from .conftest import CURRENT_SYNAPSE, RESULTS, Room, _start, make_room
+from .conftest import CURRENT_SYNAPSE, RESULTS, Room, _start, login, make_room, needs_e2e, unique
+from .test_e2e_synapse import ENCRYPTION, e2e_client
 from .test_examples import Example
 
 pytestmark = pytest.mark.synapse
 
 JS = Path(__file__).resolve().parent / "rtc_js"
 LEGACY_TYPE = "org.matrix.msc3401.call.member"
+STICKY_TYPE = "org.matrix.msc4143.rtc.member"
 #: The leave's delay in the SIGKILL tests (s).
 KILL_DELAY = 4.0
 
@@ -324,3 +341,60 @@ async def test_legacy_mode_keeps_its_leave_under_synapses_default_rate_limits(
         assert call.publications >= 2  # refreshed at 3 s and 6 s
         assert call.state_key is not None
     assert await membership_state(room, call.state_key) == {}
+
+
+@needs_e2e
+async def test_in_an_encrypted_room_the_sticky_membership_and_its_leave_are_encrypted(
+    sticky_synapse: DevServer, tmp_path: Path
+) -> None:
+    """MSC4143 wants membership events encrypted in an encrypted room: the leave is scheduled
+    as ciphertext, and the membership arrives encrypted and sticky, readable by members."""
+    server = sticky_synapse
+    bot_user, watcher_user = (
+        server.register_user(unique("e2ebot")),
+        server.register_user(unique("e2epeer")),
+    )
+    bot = await e2e_client(server, bot_user, tmp_path / "bot")
+    watcher = await e2e_client(server, watcher_user, tmp_path / "watcher")
+    without_encryption = await login(server, watcher_user)
+    try:
+        created = await bot.room_create(invite=[watcher_user.user_id], initial_state=[ENCRYPTION])
+        assert isinstance(created, RoomCreateResponse), created
+        assert isinstance(await watcher.join(created.room_id), JoinResponse)
+        for client in (bot, watcher):
+            assert isinstance(await client.sync(timeout=0, full_state=True), SyncResponse)
+        async with bot.rtc_membership(
+            created.room_id, mode="sticky", ignore_unverified_devices=True, delay=20_000
+        ) as call:
+            listing = await bot.delayed_events()
+            assert isinstance(listing, DelayedEventsListResponse), listing
+            [leave] = listing.scheduled
+            assert leave.type == "m.room.encrypted"
+            assert call.member_id not in str(leave.content)
+            member = await decrypted_rtc_member(watcher, created.room_id, timeout=15)
+            assert member.source["content"]["member"]["id"] == call.member_id
+            # On the wire it is ciphertext, and sticky.
+            raw = await without_encryption.room_messages(
+                created.room_id, direction=MessageDirection.back, limit=20
+            )
+            assert isinstance(raw, RoomMessagesResponse), raw
+            stickies = [e.source for e in raw.chunk if "msc4354_sticky" in e.source]
+            assert {e["type"] for e in stickies} == {"m.room.encrypted"}
+    finally:
+        await bot.close()
+        await watcher.close()
+        await without_encryption.close()
+
+
+async def decrypted_rtc_member(client: DelayedAsyncClient, room_id: str, timeout: float) -> Event:
+    """Sync ``client`` until a decrypted ``m.rtc.member`` arrives in the room."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sync = await client.sync(timeout=1000)
+        assert isinstance(sync, SyncResponse), sync
+        room = sync.rooms.join.get(room_id)
+        for event in room.timeline.events if room else []:
+            if event.source.get("type") == STICKY_TYPE and event.decrypted:
+                return event
+            assert not isinstance(event, MegolmEvent), "a member could not decrypt it"
+    pytest.fail(f"no decrypted m.rtc.member within {timeout} s")

@@ -274,8 +274,9 @@ class RtcMembership:
             on_exit=ExitPolicy.SEND,
             on_lost=LostPolicy.REARM,
             # A message switch is told apart by its key: one per membership, so a leftover of
-            # a previous process (another member id) is not adopted, and fires for its member.
-            key=self._member_id,
+            # a previous process (another member) is not adopted, and fires for its member. Not
+            # the member id: the key stays readable beside the ciphertext in an encrypted room.
+            key=f"rtc-{uuid.uuid4().hex}",
             ignore_unverified_devices=o.ignore_unverified_devices,
             priority=o.priority,
             sticky_duration=o.sticky_ms if sticky else None,
