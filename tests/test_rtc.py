@@ -275,3 +275,28 @@ async def test_a_client_without_a_device_id_is_refused(fake: FakeHomeserver) -> 
             pass
     assert fake.requests == []
     await client.close()
+
+
+@pytest.mark.parametrize(
+    ("application", "slot", "state_key", "slot_id"),
+    [
+        ("m.call", "ROOM", "_@bot:fake_DEVICE_m.call", "m.call#ROOM"),
+        ("m.call", "standup", "_@bot:fake_DEVICE_m.callstandup", "m.call#standup"),
+        ("org.example.game", "a", "_@bot:fake_DEVICE_org.example.gamea", "org.example.game#a"),
+    ],
+)
+async def test_a_slot_names_the_state_key_and_the_call_id_as_element_call_does(
+    fake: FakeHomeserver, application: str, slot: str, state_key: str, slot_id: str
+) -> None:
+    """The room's call is ``""`` in legacy state (``ROOM`` in sticky events); other slots keep
+    their name."""
+    client = await fake_client(fake)
+    async with client.rtc_membership(
+        ROOM, mode="legacy", application=application, slot=slot
+    ) as call:
+        assert call.state_key == state_key
+        assert call.slot_id == slot_id
+        content = call.membership_content()
+        assert content["application"] == application
+        assert content["call_id"] == ("" if slot_id == "m.call#ROOM" else slot)
+    await client.close()

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from nio import (
     Event,
+    GetOpenIDTokenResponse,
     JoinResponse,
     MegolmEvent,
     MessageDirection,
@@ -294,6 +295,10 @@ async def test_legacy_mode_on_either_synapse_joins_and_leaves(any_room: Room) ->
         assert state is not None
         assert state["device_id"] == room.bot.device_id
         assert state["application"] == "m.call"
+        # What a focus service is given to check the bot's identity (SFU credentials).
+        token = await call.openid_token()
+        assert isinstance(token, GetOpenIDTokenResponse), token
+        assert token.matrix_server_name == "localhost"
     assert await membership_state(room, call.state_key) == {}
 
 
