@@ -36,6 +36,7 @@ from ._keepalive import (
     SwitchStats,
     UnsupportedServerError,
 )
+from ._rtc import LeaveCode, RtcMembership, RtcMembershipError, RtcMode
 from .clock import Clock, SystemClock
 from .delay_id import DelayId
 from .errors import ErrorKind
@@ -93,6 +94,7 @@ __all__ = [
     "InvalidInput",
     "KeepAliveError",
     "KeepAliveManager",
+    "LeaveCode",
     "LeftoverPolicy",
     "Listing",
     "LostPolicy",
@@ -104,6 +106,9 @@ __all__ = [
     "RoomPutStateDelayedResponse",
     "RoomSendDelayedError",
     "RoomSendDelayedResponse",
+    "RtcMembership",
+    "RtcMembershipError",
+    "RtcMode",
     "ServerLimits",
     "Shutdown",
     "SwitchArmError",

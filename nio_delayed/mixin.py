@@ -28,6 +28,7 @@ from ._client.sent import FiredMarks, SentEvents
 from ._client.session import AiohttpTransport, Transport
 from ._client.state import ClientState, SyncObserver
 from ._keepalive import DeadMansSwitch, KeepAliveManager
+from ._rtc import RtcMembership, RtcMode, check_options
 from .limits import ServerLimits
 from .models import DelayedEventStatus
 from .request_builders import DelayedEventAction
@@ -229,15 +230,24 @@ class DelayedEventsMixin(_Base):
         *,
         ignore_unverified_devices: bool = False,
         policy: RequestPolicy | None = None,
+        sticky_duration: timedelta | int | None = None,
     ) -> str | DelayedEventError:
         """Send an ordinary event now, with this library's bounded retries (nio's own
         ``room_send`` may retry without end). Returns the event id, or the error.
 
         Used for the keep-alive's "alive" event. A message into an encrypted room is encrypted
-        (or refused, without end-to-end support).
+        (or refused, without end-to-end support). ``sticky_duration`` (messages, at most one
+        hour) makes it sticky (MSC4354); a server that does not advertise sticky events answers
+        ``UNSUPPORTED`` and is sent nothing.
         """
         return await self._delayed.calls.send_event_bounded(
-            room_id, event_type, content, state_key, ignore_unverified_devices, policy
+            room_id,
+            event_type,
+            content,
+            state_key,
+            ignore_unverified_devices,
+            policy,
+            sticky_duration=sticky_duration,
         )
 
     async def current_state_event(
@@ -291,6 +301,59 @@ class DelayedEventsMixin(_Base):
             yield switch
         finally:
             await switch.stop()
+
+    # -- MatrixRTC -------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def rtc_membership(  # noqa: PLR0913  # the public signature: one keyword per option
+        self,
+        room_id: str,
+        *,
+        mode: RtcMode | str = RtcMode.AUTO,
+        application: str = "m.call",
+        slot: str = "ROOM",
+        transports: list[dict[str, Any]] | None = None,
+        call_intent: str | None = None,
+        application_data: dict[str, Any] | None = None,
+        delay: timedelta | int = timedelta(seconds=20),
+        sticky_duration: timedelta | int = timedelta(hours=1),
+        expires: timedelta | int = timedelta(hours=4),
+        ignore_unverified_devices: bool = False,
+        priority: int = 0,
+    ) -> AsyncIterator[RtcMembership]:
+        """Be a member of the room's MatrixRTC session (a call) for the life of the block::
+
+            async with client.rtc_membership(room_id) as call:
+                await client.sync_forever()
+
+        The leave is armed first, as a switch of :attr:`keep_alive`, then the membership is
+        published; leaving the block leaves at once, and if the process dies the server sends
+        the leave after ``delay``. ``mode``: ``STICKY`` (MSC4143 ``m.rtc.member`` sticky events,
+        re-sent within ``sticky_duration``), ``LEGACY`` (``org.matrix.msc3401.call.member``
+        state, ``expires`` refreshed) or ``AUTO`` (sticky where the server advertises sticky
+        events). ``application`` and ``slot`` name the slot (default ``m.call#ROOM``, the
+        room's call); ``transports`` the bot's media transports (focus), ``call_intent`` and
+        ``application_data`` go into the membership. Raises ``InvalidInput``, the errors of
+        :meth:`KeepAliveManager.add`, or ``RtcMembershipError``; nothing is left behind.
+        """
+        options = check_options(
+            room_id,
+            user_id=self.user_id,
+            device_id=self.device_id,
+            mode=mode,
+            application=application,
+            slot=slot,
+            transports=transports,
+            call_intent=call_intent,
+            application_data=application_data,
+            delay=delay,
+            sticky_duration=sticky_duration,
+            expires=expires,
+            ignore_unverified_devices=ignore_unverified_devices,
+            priority=priority,
+        )
+        async with RtcMembership(self, options) as membership:
+            yield membership
 
     async def close(self) -> None:
         """Stop this client's switches by their exit policies, then close the HTTP sessions."""

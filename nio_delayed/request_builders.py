@@ -131,14 +131,17 @@ def event_request(
     *,
     txn_id: str,
     state_key: str | None = None,
+    sticky_duration_ms: int | None = None,
 ) -> HttpRequest:
-    """An ordinary event, sent now (the keep-alive's "alive" event). Setting the same state
-    twice, or replaying a transaction id, has the effect of doing it once."""
+    """An ordinary event, sent now (the keep-alive's "alive" event); a message may be sticky
+    (MSC4354). Setting the same state twice, or replaying a transaction id, has the effect of
+    doing it once."""
     room, etype = _seg(room_id), _seg(event_type)
     if state_key is None:
-        return HttpRequest(
-            "PUT", f"/_matrix/client/v3/rooms/{room}/send/{etype}/{_seg(txn_id)}", content
-        )
+        path = f"/_matrix/client/v3/rooms/{room}/send/{etype}/{_seg(txn_id)}"
+        if sticky_duration_ms is not None:
+            path += "?" + urlencode({STICKY_PARAM: sticky_duration_ms})
+        return HttpRequest("PUT", path, content)
     return HttpRequest(
         "PUT", f"/_matrix/client/v3/rooms/{room}/state/{etype}/{_seg(state_key)}", content
     )

@@ -208,9 +208,10 @@ async def make_room(server: DevServer) -> AsyncIterator[Room]:
     watcher_user = server.register_user(unique("watcher"))
     bot, watcher = await login(server, bot_user), await login(server, watcher_user)
     try:
-        # Anyone may write org.example.status, so the watcher can overwrite the bot's. (Room
-        # version 12 forbids naming the creator in "users", so the event's level is lowered.)
-        power = {"events": {"org.example.status": 0}}
+        # Anyone may write org.example.status, so the watcher can overwrite the bot's, and call
+        # memberships, as in Element Call's rooms. (Room version 12 forbids naming the creator
+        # in "users", so the events' levels are lowered.)
+        power = {"events": {"org.example.status": 0, "org.matrix.msc3401.call.member": 0}}
         created = await bot.room_create(invite=[watcher_user.user_id], power_level_override=power)
         assert isinstance(created, RoomCreateResponse), created
         joined = await watcher.join(created.room_id)

@@ -1,5 +1,6 @@
 """The package's layering, read from its source with ``ast``: dependencies go one way, from the
-protocol up through the client and the keep-alive to the mixin that assembles them.
+protocol up through the client, the keep-alive and the MatrixRTC membership built on it to the
+mixin that assembles them.
 
 Each rule is a function of the import graph, so the tests below can show it catches a wrong
 import in a made-up graph as well as pass on the real one.
@@ -36,6 +37,8 @@ PURE = {
     )
 }
 KEEPALIVE = f"{ROOT}._keepalive"
+#: MatrixRTC membership: on top of the keep-alive, below the mixin.
+RTC = f"{ROOT}._rtc"
 CLIENT = f"{ROOT}.mixin"
 #: The parts the mixin assembles the client from.
 CLIENT_PARTS = f"{ROOT}._client"
@@ -128,15 +131,35 @@ def keepalive_knows_the_client_only_by_its_port(edges: list[Import]) -> list[str
     return _beyond_protocol(edges, KEEPALIVE)
 
 
-def keepalive_insides_stay_inside(edges: list[Import]) -> list[str]:
-    """Outside the keep-alive, only its package (the facade) is imported, not its modules."""
+def _insides_stay_inside(edges: list[Import], package: str) -> list[str]:
+    """Imports of ``package``'s modules from outside it (only its facade may be imported)."""
     return [
         f"{edge.source} imports {target}"
         for edge in edges
-        if not _within(edge.source, KEEPALIVE)
+        if not _within(edge.source, package)
         for target in _targets(edge)
-        if target.startswith(KEEPALIVE + ".")
+        if target.startswith(package + ".")
     ]
+
+
+def keepalive_insides_stay_inside(edges: list[Import]) -> list[str]:
+    """Outside the keep-alive, only its package (the facade) is imported, not its modules."""
+    return _insides_stay_inside(edges, KEEPALIVE)
+
+
+def rtc_knows_the_keepalive_facade_and_the_client_by_its_port(edges: list[Import]) -> list[str]:
+    """The MatrixRTC layer imports the protocol modules, the keep-alive's facade and itself:
+    never the mixin or the client's parts (it reaches the client through ``RtcClient``)."""
+    return [
+        problem
+        for problem in _beyond_protocol(edges, RTC)
+        if not problem.endswith(f" imports {KEEPALIVE}")
+    ]
+
+
+def rtc_insides_stay_inside(edges: list[Import]) -> list[str]:
+    """Outside the MatrixRTC layer, only its package (the facade) is imported."""
+    return _insides_stay_inside(edges, RTC)
 
 
 def client_parts_know_only_the_protocol(edges: list[Import]) -> list[str]:
@@ -175,6 +198,8 @@ RULES: list[Callable[[list[Import]], list[str]]] = [
     pure_modules_import_only_pure_modules,
     keepalive_knows_the_client_only_by_its_port,
     keepalive_insides_stay_inside,
+    rtc_knows_the_keepalive_facade_and_the_client_by_its_port,
+    rtc_insides_stay_inside,
     client_parts_know_only_the_protocol,
     client_parts_are_assembled_only_by_the_mixin,
     cli_uses_the_public_api,
@@ -191,6 +216,7 @@ def test_the_graph_is_read_from_the_source() -> None:
     assert Import(CLIENT, KEEPALIVE, ("DeadMansSwitch", "KeepAliveManager")) in edges
     assert Import(f"{KEEPALIVE}.manager", f"{KEEPALIVE}.ports", ("KeepAliveClient",)) in edges
     assert Import(CLIENT, f"{CLIENT_PARTS}.calls", ("DelayedCalls",)) in edges
+    assert Import(f"{RTC}.ports", KEEPALIVE, ("KeepAliveManager",)) in edges
 
 
 @pytest.mark.parametrize(
@@ -205,6 +231,18 @@ def test_the_graph_is_read_from_the_source() -> None:
         ),
         (keepalive_insides_stay_inside, Import(CLIENT, f"{KEEPALIVE}.budget")),
         (keepalive_insides_stay_inside, Import(f"{CLI}.run", KEEPALIVE, ("switch",))),
+        (keepalive_knows_the_client_only_by_its_port, Import(f"{KEEPALIVE}.manager", RTC)),
+        (rtc_knows_the_keepalive_facade_and_the_client_by_its_port, Import(f"{RTC}.ports", CLIENT)),
+        (
+            rtc_knows_the_keepalive_facade_and_the_client_by_its_port,
+            Import(f"{RTC}.membership", f"{CLIENT_PARTS}.calls"),
+        ),
+        (
+            rtc_knows_the_keepalive_facade_and_the_client_by_its_port,
+            Import(f"{RTC}.membership", f"{KEEPALIVE}.switch"),
+        ),
+        (rtc_insides_stay_inside, Import(CLIENT, f"{RTC}.membership")),
+        (client_parts_know_only_the_protocol, Import(f"{CLIENT_PARTS}.calls", RTC)),
         (client_parts_know_only_the_protocol, Import(f"{CLIENT_PARTS}.calls", CLIENT)),
         (client_parts_know_only_the_protocol, Import(f"{CLIENT_PARTS}.state", KEEPALIVE)),
         (

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from nio_delayed import (
+    DelayedEventError,
     DelayedEventsListResponse,
     DelayedEventsSupportResponse,
     Dialect,
@@ -216,6 +217,30 @@ async def test_a_sticky_switch_is_refused_by_a_server_without_sticky_events(
             await manager.add(ROOM, "m.room.message", TEXT, delay=30_000, sticky_duration=20_000)
     await client.close()
     assert fake.requests_to("/delayed_event/") == []
+
+
+async def test_an_ordinary_sticky_message_is_sent_only_where_advertised(
+    sticky_server: FakeHomeserver, fake: FakeHomeserver
+) -> None:
+    """``send_event_bounded(sticky_duration=)``: how a MatrixRTC membership is published."""
+    client = await fake_client(sticky_server)
+    event_id = await client.send_event_bounded(
+        ROOM, "m.room.message", TEXT, sticky_duration=timedelta(minutes=5)
+    )
+    assert isinstance(event_id, str), event_id
+    [event] = sticky_server.room_events
+    assert event["msc4354_sticky"] == {"duration_ms": 300_000}
+    await client.close()
+
+    plain = await fake_client(fake)
+    refused = await plain.send_event_bounded(ROOM, "m.room.message", TEXT, sticky_duration=5000)
+    assert isinstance(refused, DelayedEventError)
+    assert refused.kind is ErrorKind.UNSUPPORTED
+    state = await plain.send_event_bounded(ROOM, "org.example.s", {}, "", sticky_duration=5000)
+    assert isinstance(state, DelayedEventError)
+    assert state.kind is ErrorKind.INVALID
+    assert fake.room_events == []
+    await plain.close()
 
 
 async def test_a_sticky_state_switch_is_invalid(sticky_server: FakeHomeserver) -> None:

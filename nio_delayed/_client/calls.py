@@ -377,11 +377,30 @@ class DelayedCalls:
         state_key: str | None,
         ignore_unverified_devices: bool,
         policy: RequestPolicy | None,
+        *,
+        sticky_duration: timedelta | int | None = None,
     ) -> str | DelayedEventError:
+        def check() -> tuple[str, str, dict[str, Any], str | None, int | None]:
+            room, etype, checked, key = check_event(room_id, event_type, content, state_key)
+            if sticky_duration is not None and key is not None:
+                raise InvalidInput("sticky_duration is for messages; this is a state event")
+            sticky_ms = None if sticky_duration is None else sticky_to_ms(sticky_duration)
+            return room, etype, checked, key, sticky_ms
+
+        async def gate() -> Server | ErrorInfo | None:
+            # Only a sticky event needs to know the server: a server without MSC4354 would
+            # send it as an ordinary, non-sticky event.
+            return None if sticky_duration is None else await self._negotiation.require()
+
         async def act(
-            args: tuple[str, str, dict[str, Any], str | None], _: None
+            args: tuple[str, str, dict[str, Any], str | None, int | None], server: Server | None
         ) -> str | ErrorInfo:
-            room, etype, checked, key = args
+            room, etype, checked, key, sticky_ms = args
+            if sticky_ms is not None and not (server is not None and server.sticky):
+                return ErrorInfo(
+                    ErrorKind.UNSUPPORTED,
+                    "nothing was sent: the server does not advertise sticky events (MSC4354)",
+                )
             if key is None:
                 message = await self._encryption.message_for(
                     room, etype, checked, ignore_unverified_devices, policy
@@ -389,15 +408,17 @@ class DelayedCalls:
                 if isinstance(message, ErrorInfo):
                     return message
                 etype, checked = message
-            request = event_request(room, etype, checked, txn_id=str(uuid.uuid4()), state_key=key)
+            request = event_request(
+                room,
+                etype,
+                checked,
+                txn_id=str(uuid.uuid4()),
+                state_key=key,
+                sticky_duration_ms=sticky_ms,
+            )
             return await self._path.parsed(request, _event_id_of, policy)
 
-        return await call(
-            DelayedEventError,
-            lambda: check_event(room_id, event_type, content, state_key),
-            _no_gate,
-            act,
-        )
+        return await call(DelayedEventError, check, gate, act)
 
     async def current_state_event(
         self, room_id: str, event_type: str, state_key: str, policy: RequestPolicy | None

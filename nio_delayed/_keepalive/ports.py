@@ -103,6 +103,7 @@ class KeepAliveClient(Protocol):
         *,
         ignore_unverified_devices: bool = False,
         policy: RequestPolicy | None = None,
+        sticky_duration: timedelta | int | None = None,
     ) -> str | DelayedEventError: ...
 
     async def current_state_event(

@@ -9,9 +9,9 @@ delay-too-large code of the prefix asked (``ORG.MATRIX.MSC4140_MAX_DELAY_EXCEEDE
 (``org.matrix.msc4486``, filters and pagination). ``revision="draft"`` is the MSC4140 draft of
 before the merge: management without a token, one delay-too-large code, and MSC4140's own
 listing. Either way, a fired event's ``unsigned`` delay id is shown to its sender only.
-``sticky=True`` adds sticky delayed messages (MSC4354) as Synapse has them: the
+``sticky=True`` adds sticky messages (MSC4354), delayed or not, as Synapse has them: the
 ``org.matrix.msc4354.sticky_duration_ms`` query parameter, and ``msc4354_sticky`` on the event
-once it fires.
+once it is sent.
 
 Like a server without the feature, its plain ``/send`` and ``/state`` ignore the legacy delay
 parameter and send at once, so a test can prove a client never relied on it.
@@ -534,8 +534,16 @@ class FakeHomeserver(LoopbackServer):
         if user is None:
             return _error(401, "M_MISSING_TOKEN", "Missing access token")
         content = await request.json()
+        sticky = self._sticky_duration(request, state_key)
+        if isinstance(sticky, web.Response):
+            return sticky
         event_id = self._emit(
-            user, request.match_info["room"], request.match_info["type"], state_key, content
+            user,
+            request.match_info["room"],
+            request.match_info["type"],
+            state_key,
+            content,
+            sticky_duration_ms=sticky,
         )
         return web.json_response({"event_id": event_id})
 
