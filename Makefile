@@ -54,8 +54,8 @@ synapse-tests: $(BIN)/.installed $(LEGACY_VENV)/bin/.installed js-peer
 		$(BIN)/pytest -ra -m synapse -n $(SYNAPSE_WORKERS) --dist load --maxschedchunk 1 \
 		--durations=10
 
-# matrix-js-sdk for the interop tests (tests/test_js_interop.py), pinned by its lock file and
-# installed once into tests/js/node_modules. Without npm it is left out, and those tests skip
+# matrix-js-sdk for the peer tests (test_js_interop.py, test_rtc_synapse.py), pinned by its
+# lock file and installed once into tests/js/node_modules. Without npm it is left out, and those tests skip
 # saying why.
 JS_PEER := tests/js/node_modules/.package-lock.json
 js-peer: $(JS_PEER)

@@ -56,6 +56,8 @@ nitpick_ignore = [
     ("py:class", "nio_delayed.errors.ErrorInfo"),
     ("py:class", "nio_delayed.clock.TimerHandle"),
     ("py:class", "nio_delayed.testing.fake_clock._Timer"),
+    ("py:class", "nio_delayed._rtc.membership._Options"),
+    ("py:class", "nio_delayed._rtc.ports.RtcClient"),
 ]
 
 autodoc_member_order = "bysource"

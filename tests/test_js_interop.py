@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
@@ -34,10 +31,9 @@ from nio_delayed import (
 from nio_delayed.devserver import DevServer
 
 from .conftest import CURRENT_SYNAPSE, _start, login, unique
+from .js_sdk import JS, cannot_run, require_installed
 
-JS = Path(__file__).parent / "js"
 PEER = JS / "peer.mjs"
-SDK = JS / "node_modules" / "matrix-js-sdk" / "package.json"
 #: One js-sdk call (a node start, js-sdk's /versions check, the call) takes about 0.5 s.
 CALL_TIMEOUT = 20.0
 DELAY_MS = 60_000  # longer than any test: nothing fires unless a client sends it
@@ -47,16 +43,7 @@ TEXT = {"msgtype": "m.text", "body": "left the call"}
 OFFLINE = {"online": False}
 
 
-def _cannot_run() -> str | None:
-    """What this machine lacks to run matrix-js-sdk, or None."""
-    if shutil.which("node") is None:
-        return "needs node (Node.js) to run matrix-js-sdk"
-    if not SDK.exists() and shutil.which("npm") is None:
-        return "needs npm to install matrix-js-sdk (tests/js/package-lock.json)"
-    return None
-
-
-CANNOT_RUN = _cannot_run()
+CANNOT_RUN = cannot_run()
 # A skip mark, not a fixture: without node, no Synapse is started for these tests.
 pytestmark = [
     pytest.mark.synapse,
@@ -66,14 +53,7 @@ pytestmark = [
 
 @pytest.fixture(autouse=True)
 def _js_sdk_installed() -> None:
-    """node and npm are here, so `make test` has installed matrix-js-sdk: a run without it is
-    not `make test` (and in CI, a broken one)."""
-    if not SDK.exists():
-        if os.environ.get("CI"):
-            pytest.fail(
-                "matrix-js-sdk is not installed in tests/js: run the tests with `make test`"
-            )
-        pytest.skip("needs matrix-js-sdk: `make js-peer` installs it into tests/js")
+    require_installed()
 
 
 # -- the two clients ------------------------------------------------------------------------

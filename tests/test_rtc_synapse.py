@@ -1,5 +1,5 @@
 """MatrixRTC membership on real Synapse, seen by a real call client: matrix-js-sdk's own
-``MatrixRTCSession`` (tests/rtc_js/rtc_peer.mjs, the pinned 43.0.0) runs as a second member of
+``MatrixRTCSession`` (tests/js/rtc_peer.mjs, the pinned 43.0.0) runs as a second member of
 the call and reports who it lists. The bot is listed in each mode, a clean exit removes it at
 once, and a SIGKILLed bot disappears within the delay plus one second. Legacy mode is also
 checked from Python on both Synapse generations."""
@@ -10,7 +10,6 @@ import asyncio
 import json
 import shutil
 import signal
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -39,12 +38,12 @@ from nio_delayed import (
 from nio_delayed.devserver import DevServer
 
 from .conftest import CURRENT_SYNAPSE, RESULTS, Room, _start, login, make_room, needs_e2e, unique
+from .js_sdk import JS, cannot_run, require_installed
 from .test_e2e_synapse import ENCRYPTION, e2e_client
 from .test_examples import Example
 
 pytestmark = pytest.mark.synapse
 
-JS = Path(__file__).resolve().parent / "rtc_js"
 LEGACY_TYPE = "org.matrix.msc3401.call.member"
 STICKY_TYPE = "org.matrix.msc4143.rtc.member"
 #: The leave's delay in the SIGKILL tests (s).
@@ -53,35 +52,13 @@ KILL_DELAY = 4.0
 Members = list[dict[str, str]]
 
 
-def _js_peer() -> tuple[str, str | None]:
-    """node, and why the js-sdk peer cannot run (None: it can). The pinned matrix-js-sdk is
-    installed with ``npm ci`` when tests/rtc_js/node_modules is missing or older than the lock."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None:
-        return "", "node is not installed (the js-sdk peer runs in node)"
-    installed = JS / "node_modules" / ".package-lock.json"
-    lock = JS / "package-lock.json"
-    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
-        if npm is None:
-            return node, "npm is not installed (to install matrix-js-sdk)"
-        done = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"],
-            cwd=JS,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            return node, f"npm ci failed: {done.stderr.strip()[-400:]}"
-    return node, None
-
-
 @pytest.fixture(scope="module")
 def node() -> str:
-    path, reason = _js_peer()
+    reason = cannot_run()
     if reason is not None:
         pytest.skip(reason)
-    return path
+    require_installed()
+    return shutil.which("node") or "node"
 
 
 @pytest.fixture(scope="module")

@@ -280,6 +280,10 @@ class RtcMembership:
             ignore_unverified_devices=o.ignore_unverified_devices,
             priority=o.priority,
             sticky_duration=o.sticky_ms if sticky else None,
+            # The legacy leave must be exactly `{}`: clients read any other content as a
+            # membership. Its state key names this device, which is how the switch knows its
+            # own leftover without an owner field in the content.
+            exact_content=not sticky,
         )
         self._switch.on_event(self._on_switch_event)
         error = await self._publish()

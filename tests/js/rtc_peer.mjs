@@ -1,5 +1,5 @@
 // matrix-js-sdk's own MatrixRTC session as a second member of a room's call, the real-client
-// peer of tests/test_rtc_js.py.
+// peer of tests/test_rtc_synapse.py.
 //
 //   node rtc_peer.mjs < {"baseUrl", "accessToken", "userId", "deviceId", "roomId", "mode"}
 //
