@@ -266,6 +266,11 @@ async def test_exact_content_is_refused_where_leftovers_could_not_be_told_apart(
         await manager.add(ROOM, "m.room.message", OFFLINE, delay=30_000, exact_content=True)
     with pytest.raises(InvalidInput, match="per-device key"):
         await manager.add(ROOM, CALL, {}, state_key="shared", delay=30_000, exact_content=True)
+    # The owner id must be a whole segment of the key, not any substring of it.
+    with pytest.raises(InvalidInput, match="per-device key"):
+        await manager.add(
+            ROOM, CALL, {}, state_key=f"_X{manager.owner}X_", delay=30_000, exact_content=True
+        )
     assert account.server.requests == []
 
 

@@ -46,7 +46,7 @@ from .events import EventStream, sum_stats
 from .fired import FireWatch
 from .machine import Backoff, SwitchMachine, SwitchStats, default_interval
 from .overwrite import OverwriteGuard
-from .ownership import Ownership
+from .ownership import Ownership, key_names_owner
 from .planning import Capacity, Planner
 from .ports import KeepAliveClient
 from .record import SwitchRecord
@@ -460,7 +460,7 @@ class KeepAliveManager:
                 "owner in its content"
             )
         owner = self.owner
-        if self._record_dir is None and owner not in state_key:
+        if self._record_dir is None and not key_names_owner(state_key, owner):
             raise InvalidInput(
                 f"with exact_content, the state key must hold the owner id ({owner!r}), as a "
                 "per-device key does, or the manager needs a record_dir: else a restarted "

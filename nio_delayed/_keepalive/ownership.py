@@ -21,6 +21,7 @@ cancels it).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Container
 from dataclasses import dataclass
 from enum import Enum
@@ -30,7 +31,7 @@ from ..models import DelayedEvent
 from ..wire import OWNER_FIELD
 from .switch import SwitchSettings
 
-__all__ = ["Ownership", "Provenance", "unmarked"]
+__all__ = ["Ownership", "Provenance", "key_names_owner", "unmarked"]
 
 
 class Provenance(str, Enum):
@@ -59,16 +60,20 @@ class Ownership:
             if marker == self.owner:
                 return Provenance.OURS, "our owner marker"
             return Provenance.FOREIGN, f"armed by owner {str(marker)[:64]!r}"
-        if settings.exact_content and self.per_owner_key(settings.state_key):
+        if settings.exact_content and key_names_owner(settings.state_key, self.owner):
             return Provenance.OURS, "its state key is this owner's"
         if settings.state_key is None:
             return Provenance.EARLIER, "our switch key, no owner marker (an earlier version)"
         return Provenance.FOREIGN, "no owner marker and not in this bot's record"
 
-    def per_owner_key(self, state_key: str | None) -> bool:
-        """A state key no other owner writes: it holds the owner id (a MatrixRTC per-device key
-        such as ``_@bot:example.org_DEVICEID_m.call`` does)."""
-        return state_key is not None and self.owner in state_key
+
+def key_names_owner(state_key: str | None, owner: str) -> bool:
+    """Whether a state key is one no other owner writes: it holds the owner id as a whole
+    segment (a MatrixRTC per-device key such as ``_@bot:example.org_DEVICEID_m.call`` does).
+    A whole segment, not a substring: owner ``bot`` does not own ``_robot_``."""
+    if state_key is None or not owner:
+        return False
+    return re.search(rf"(?<![A-Za-z0-9]){re.escape(owner)}(?![A-Za-z0-9])", state_key) is not None
 
 
 def unmarked(content: dict[str, Any]) -> dict[str, Any]:
