@@ -54,7 +54,7 @@ from .wire import (
 
 __all__ = ["RtcMembership", "RtcMembershipError"]
 
-logger = logging.getLogger("nio_delayed")
+logger = logging.getLogger(__name__)
 
 #: A membership is published again when this share of its life has passed.
 _REFRESH_AT = 0.75
