@@ -45,16 +45,20 @@ class Bot:
     collector: KeepAliveCollector
 
     def scrape(self, text: str | None = None) -> Samples:
-        """Every sample of the exposition, by name and labels."""
-        text = text if text is not None else generate_latest(self.registry).decode()
-        return {
-            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-        }
+        """Every sample of the exposition (by default: of its registry), by name and labels."""
+        return parse(text if text is not None else generate_latest(self.registry).decode())
 
     async def add(self, key: str, delay: int = 30_000) -> None:
         await self.manager.add(ROOM, "m.room.message", OFFLINE, delay=delay, key=key)
+
+
+def parse(text: str) -> Samples:
+    """Every sample of an exposition, by name and labels."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 @pytest.fixture
@@ -270,12 +274,7 @@ async def scrape(url: str) -> Samples:
     thread."""
     async with aiohttp.ClientSession() as session, session.get(url) as resp:
         assert resp.status == 200
-        text = await resp.text()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
+        return parse(await resp.text())
 
 
 async def test_the_operators_pages_start_http_server_sample_serves_the_metrics(
