@@ -33,7 +33,7 @@ nitpick_ignore_regex = [
     (
         r"py:.*",
         r"(nio|aiohttp|asyncio|datetime|collections|typing|types|enum|signal|logging"
-        r"|contextlib|pathlib|subprocess|os|_io|io|abc|random)(\..*)?",
+        r"|contextlib|pathlib|subprocess|os|_io|io|abc|random|prometheus_client)(\..*)?",
     ),
     (
         r"py:.*",
@@ -62,6 +62,9 @@ nitpick_ignore = [
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
+# Defaults as written (`REGISTRY`, `timedelta(hours=1)`), not as repr()s: an object's repr,
+# `<... object>`, also breaks the signature's rendering.
+autodoc_preserve_defaults = True
 # Members without a docstring are listed too (with their signature): a reference lists them all.
 autodoc_default_options = {"members": True, "undoc-members": True, "show-inheritance": True}
 

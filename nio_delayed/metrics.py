@@ -12,8 +12,8 @@ counts of the switch events and of their errors by kind (a callback the manager 
 event, which are rare next to restarts) and the counters of switches that ended, so that its
 counters never go down.
 
-The metric names, their labels and their meaning are a stable contract (README: "Operating a
-bot", "Metrics").
+The metric names, their labels and their meaning are a stable contract (docs/operators.md,
+"Metrics").
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ __all__ = [
     "register",
 ]
 
+#: The prefix of every metric name (``nio_delayed_switches``, ...).
 PREFIX = "nio_delayed"
 #: The switch event kinds that say a switch's event is gone while the bot ran: confirmed gone by
 #: a restart's answer, or seen sent in the sync (that one replaces the loss: never counted twice).
@@ -73,19 +74,30 @@ class Snapshot:
     states: dict[str, int]
     #: Counters over every switch the manager has run (ended ones included).
     stats: SwitchStats
-    #: Switch events by kind, and the errors they carried by error kind, since the collector
-    #: was registered.
+    #: Switch events by kind (``SwitchEventKind`` values), since the collector was registered.
     events: dict[str, int]
+    #: Failed requests for switches by error kind (``ErrorKind`` values), each failure once.
     errors: dict[str, int]
+    #: Keep-alive requests answered with 429 (the manager's ``rate_limited``).
     rate_limited: int
+    #: Late wake-ups of the scheduler (the manager's ``stalls``).
     stalls: int
+    #: Switches beyond what the rate limit can keep (``capacity().at_risk``).
     over_budget: int
+    #: The rest are the manager's :class:`~nio_delayed.Capacity`: how many switches' events the
+    #: server would deliver if the bot died now.
     deliverable: int
+    #: Restarts a second the rate limit leaves for switches (``None``: no known limit).
     restarts_per_second: float | None
+    #: Restarts a second the running switches need at least.
     needed_per_second: float
+    #: Restarts a second planned.
     planned_per_second: float
+    #: How much the restart intervals are stretched to fit (1: not at all).
     stretch: float
+    #: Events a second the scheduling limit allows (``None``: no known limit).
     arming_per_second: float | None
+    #: Seconds the restarts still wait out a rate-limit hint from the server.
     hint_wait: float
     #: Seconds to the nearest predicted deadline of a running switch.
     next_deadline: float | None = None
@@ -97,16 +109,20 @@ class Snapshot:
 class SwitchRow:
     """One running switch, as the per-switch metrics show it."""
 
+    #: The room of the switch's event.
     room_id: str
+    #: The type of the switch's event.
     event_type: str
     #: The state key of a state switch, the ``key`` of a message switch.
     switch_key: str
+    #: Its ``SwitchState`` value.
     state: str
     #: Seconds to its predicted deadline (``None``: not armed).
     deadline: float | None
 
     @classmethod
     def of(cls, switch: DeadMansSwitch) -> SwitchRow:
+        """The row of ``switch`` now."""
         key = switch.state_key
         if key is None:
             key = str(switch.content.get(SWITCH_KEY_FIELD, ""))
@@ -203,6 +219,8 @@ class KeepAliveCollector:
             raise
 
     def collect(self) -> Iterable[Metric]:
+        """Every metric family, from a :meth:`snapshot` read in the manager's loop (the
+        registry calls it on each scrape)."""
         return _families(self._read())
 
     def describe(self) -> Iterable[Metric]:

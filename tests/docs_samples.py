@@ -2,7 +2,9 @@
 
 A fenced block whose info string starts with ``python`` is a sample. ``python runnable`` marks a
 complete program: the tests run it (against Synapse when it reads ``MATRIX_*`` variables). Any
-other ``python`` block is a fragment: it must compile, top-level ``await`` allowed.
+other ``python`` block is a fragment: it must compile, top-level ``await`` allowed; the tests of
+what it shows may run it with the names it needs (tests/test_metrics.py runs the metrics
+fragments with a client of the fake homeserver).
 """
 
 from __future__ import annotations
@@ -85,6 +87,13 @@ def prose(page: Path) -> list[str]:
 def samples() -> list[Sample]:
     """Every Python sample of every page."""
     return [b for page in PAGES for b in fenced_blocks(page) if b.info.split()[0] == "python"]
+
+
+def sample_with(page: str, containing: str) -> Sample:
+    """The one sample of ``page`` (its file name: ``"operators.md"``) whose code contains
+    ``containing``."""
+    [sample] = [s for s in samples() if s.page.name == page and containing in s.code]
+    return sample
 
 
 def quick_start() -> Sample:

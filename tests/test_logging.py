@@ -1,5 +1,5 @@
 """What operators read in the log: one logger per module, structured fields on every record about
-a switch (the contract in README's "Logging" section), failures that need attention at WARNING
+a switch (the contract in docs/operators.md, "Logging"), failures that need attention at WARNING
 or above, and no secret in a message or a field."""
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ import ast
 import io
 import json
 import logging
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from nio_delayed import (
 from nio_delayed.testing import FakeClock, FakeHomeserver, Fault
 
 from .conftest import fake_client
+from .docs_samples import sample_with
 from .test_keepalive import advancing
 
 ROOM = "!room:fake"
@@ -253,17 +253,10 @@ async def test_no_record_carries_a_token_or_a_whole_delay_id(
             assert OFFLINE["body"] not in text  # nor the content
 
 
-def readme_block(containing: str) -> str:
-    """The README's Python code block that contains ``containing``."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", readme, re.DOTALL)
-    [block] = [b for b in blocks if containing in b]
-    return block
-
-
-async def test_the_readmes_json_logging_writes_the_fields(bot: Bot) -> None:
+async def test_the_operators_pages_json_logging_writes_the_fields(bot: Bot) -> None:
+    sample = sample_with("operators.md", "class JsonFormatter")
     namespace: dict[str, object] = {}
-    exec(compile(readme_block("class JsonFormatter"), "README.md", "exec"), namespace)
+    exec(compile(sample.code, sample.id, "exec"), namespace)
     handler = namespace["handler"]
     assert isinstance(handler, logging.StreamHandler)
     out = io.StringIO()

@@ -1,26 +1,32 @@
 """The Prometheus exporter (nio_delayed.metrics), read as Prometheus would: its text output parsed
-by prometheus_client's own parser, for a manager with a few switches on the fake homeserver."""
+by prometheus_client's own parser, for a manager with a few switches on the fake homeserver; and
+the operators page's metrics samples, run as written, and its table of metrics."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
 pytest.importorskip("prometheus_client", reason="needs nio-delayed[metrics]")
 
 import aiohttp
+import prometheus_client
 from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+import nio_delayed.metrics
 from nio_delayed import DelayedAsyncClient, KeepAliveManager, RateLimit, ServerLimits
 from nio_delayed.metrics import KeepAliveCollector, aiohttp_handler, register
 from nio_delayed.testing import FakeClock, FakeHomeserver, Fault
 
 from .conftest import fake_client
+from .docs_samples import ROOT, sample_with
 from .test_keepalive import advancing
 
 ROOM = "!room:fake"
@@ -39,16 +45,20 @@ class Bot:
     collector: KeepAliveCollector
 
     def scrape(self, text: str | None = None) -> Samples:
-        """Every sample of the exposition, by name and labels."""
-        text = text if text is not None else generate_latest(self.registry).decode()
-        return {
-            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-        }
+        """Every sample of the exposition (by default: of its registry), by name and labels."""
+        return parse(text if text is not None else generate_latest(self.registry).decode())
 
     async def add(self, key: str, delay: int = 30_000) -> None:
         await self.manager.add(ROOM, "m.room.message", OFFLINE, delay=delay, key=key)
+
+
+def parse(text: str) -> Samples:
+    """Every sample of an exposition, by name and labels."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 @pytest.fixture
@@ -194,3 +204,125 @@ async def test_the_exposition_holds_no_secret_and_no_content(bot: Bot) -> None:
     assert "nio_delayed_switch_state" in text
     for secret in (str(switch.delay_id), bot.client.access_token, OFFLINE["body"]):
         assert secret not in text
+
+
+# The operators page (docs/operators.md, "Metrics"): its samples, run as a bot runs them, and its
+# table of metrics.
+
+
+@dataclass
+class SampleBot:
+    """A client of the fake homeserver whose own keep-alive (``client.keep_alive``, as the page
+    has it) runs a switch already, and what the page's sample started."""
+
+    client: DelayedAsyncClient
+    registered: list[KeepAliveCollector]
+    http_servers: list[tuple[int, str, Any]]
+
+    def run(self, containing: str) -> dict[str, Any]:
+        """Run the page's sample that contains ``containing``, with ``client`` at hand, in the
+        event loop (as the page says: it reads the manager from there); its names after."""
+        sample = sample_with("operators.md", containing)
+        namespace: dict[str, Any] = {"client": self.client}
+        exec(compile(sample.code, sample.id, "exec"), namespace)
+        return namespace
+
+    async def add_switch(self) -> None:
+        """One more switch, after the sample ran."""
+        await self.client.keep_alive.add(ROOM, "m.room.message", OFFLINE, delay=30_000, key="b")
+
+
+@pytest.fixture
+async def sample_bot(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[SampleBot]:
+    registered: list[KeepAliveCollector] = []
+    http_servers: list[tuple[int, str, Any]] = []
+    real_register = nio_delayed.metrics.register
+    real_start = prometheus_client.start_http_server
+
+    def register_and_remember(*args: Any, **kwargs: Any) -> KeepAliveCollector:
+        # The sample registers in prometheus_client's default registry: taken out after.
+        collector = real_register(*args, **kwargs)
+        registered.append(collector)
+        return collector
+
+    def start_on_a_free_port(port: int, addr: str = "0.0.0.0", **kwargs: Any) -> Any:
+        # The page's port may be taken where the tests run: the same call on a port the system
+        # picks, and the page's port and address kept for the test to check.
+        server, thread = real_start(0, addr, **kwargs)
+        http_servers.append((port, addr, server))
+        return server, thread
+
+    monkeypatch.setattr(nio_delayed.metrics, "register", register_and_remember)
+    monkeypatch.setattr(prometheus_client, "start_http_server", start_on_a_free_port)
+    async with FakeHomeserver() as server:
+        client = await fake_client(server)
+        await client.keep_alive.add(ROOM, "m.room.message", OFFLINE, delay=30_000, key="main")
+        try:
+            yield SampleBot(client, registered, http_servers)
+        finally:
+            for _, _, http_server in http_servers:
+                http_server.shutdown()  # its thread serves until then, and then ends
+                http_server.server_close()
+            for collector in registered:
+                REGISTRY.unregister(collector)
+            await client.keep_alive.close()
+            await client.close()
+
+
+async def scrape(url: str) -> Samples:
+    """Scrape ``url`` from the event loop, which stays free to answer a read from the server's
+    thread."""
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        assert resp.status == 200
+        return parse(await resp.text())
+
+
+async def test_the_operators_pages_start_http_server_sample_serves_the_metrics(
+    sample_bot: SampleBot,
+) -> None:
+    sample_bot.run("start_http_server(")
+    await sample_bot.add_switch()
+    assert len(sample_bot.registered) == 1
+    [(port, addr, http_server)] = sample_bot.http_servers
+    assert (port, addr) == (9464, "127.0.0.1")  # what the page says it serves
+    samples = await scrape(f"http://127.0.0.1:{http_server.server_port}/metrics")
+    assert samples[one("switches", state="armed")] == 2
+    assert samples[one("switch_events_total", kind="armed")] == 1  # counted from register()
+    assert samples[one("switches_deliverable")] == 2
+
+
+async def test_the_operators_pages_aiohttp_sample_serves_the_metrics(
+    sample_bot: SampleBot,
+) -> None:
+    app = sample_bot.run("aiohttp_handler()")["app"]
+    await sample_bot.add_switch()
+    assert len(sample_bot.registered) == 1
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        port = runner.addresses[0][1]
+        samples = await scrape(f"http://127.0.0.1:{port}/metrics")
+    finally:
+        await runner.cleanup()
+    assert samples[one("switches", state="armed")] == 2
+    assert samples[one("switch_events_total", kind="armed")] == 1
+
+
+async def test_the_operators_page_names_every_metric_and_no_other(bot: Bot) -> None:
+    """Every metric the exporter can show (per switch too, with every limit known, and a restart
+    that failed once and then went through) is on the page, and the page names no metric that
+    does not exist."""
+    manager = KeepAliveManager(bot.client, clock=bot.clock, seed=2, limits=ServerLimits())
+    registry = CollectorRegistry()
+    register(manager, registry, per_switch=True)
+    await manager.add(ROOM, "m.room.message", OFFLINE, delay=30_000, key="a")
+    bot.server.inject(Fault(path_contains="/restart", status=503, body="down", times=1))
+    await bot.clock.advance(25)
+    exported = {name for name, _ in bot.scrape(generate_latest(registry).decode())}
+    await advancing(bot.clock, manager.close())
+    page = (ROOT / "docs" / "operators.md").read_text()
+    section = page[page.index("\n## Metrics\n") :]
+    section = section[: section.index("\n## ", 1)]
+    named = set(re.findall(r"\bnio_delayed_[a-z_]+[a-z]", section))
+    assert named == exported
