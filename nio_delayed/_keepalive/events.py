@@ -43,9 +43,9 @@ def switch_fields(
     kind: SwitchEventKind | None = None,
     error: DelayedEventError | None = None,
 ) -> dict[str, object]:
-    """The structured fields of a log record about ``switch`` (docs/operators.md, "Logging"): what it
-    guards, its state, the event's kind, a shortened delay_id and the error's kind. Never its
-    content, a whole delay_id or a token."""
+    """The structured fields of a log record about ``switch`` (docs/operators.md, "Logging"):
+    what it guards, its state, the event's kind, a shortened delay_id and the error's kind.
+    Never its content, a whole delay_id or a token."""
     settings = switch.settings
     key = settings.state_key
     if key is None:
