@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from nio_delayed import (
@@ -173,6 +173,7 @@ ids = st.one_of(
 
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.one_of(ids, ids.map(lambda s: "!" + s)), ids, ids)
+@example(room_id="!0", event_type="{", state_key="")  # a brace in a path segment
 async def test_a_request_reaches_the_endpoint_it_means_or_is_refused(
     room_id: str, event_type: str, state_key: str
 ) -> None:

@@ -325,11 +325,19 @@ class FakeHomeserver(LoopbackServer):
     # -- plumbing --------------------------------------------------------------------------
 
     def _add_routes(self, app: web.Application) -> None:
+        # Every variable segment is `[^/]+`: aiohttp's default (`[^{}/]+`) would not route an
+        # event type or id holding a brace, which Matrix allows.
         app.router.add_get("/_matrix/client/versions", self._versions)
         app.router.add_get("/_matrix/client/v3/capabilities", self._capabilities)
-        app.router.add_put("/_matrix/client/v3/rooms/{room}/send/{type}/{txn}", self._send)
-        app.router.add_put("/_matrix/client/v3/rooms/{room}/state/{type}/{key:.*}", self._put_state)
-        app.router.add_get("/_matrix/client/v3/rooms/{room}/state/{type}/{key:.*}", self._get_state)
+        app.router.add_put(
+            "/_matrix/client/v3/rooms/{room:[^/]+}/send/{type:[^/]+}/{txn:[^/]+}", self._send
+        )
+        app.router.add_put(
+            "/_matrix/client/v3/rooms/{room:[^/]+}/state/{type:[^/]+}/{key:.*}", self._put_state
+        )
+        app.router.add_get(
+            "/_matrix/client/v3/rooms/{room:[^/]+}/state/{type:[^/]+}/{key:.*}", self._get_state
+        )
         app.router.add_get("/_matrix/client/v3/sync", self._sync)
         prefixes = []
         if self.stable:
@@ -343,10 +351,13 @@ class FakeHomeserver(LoopbackServer):
             listings.append(MSC4486_UNSTABLE)
         for schedule, manage in prefixes:
             app.router.add_put(
-                f"{schedule}/rooms/{{room}}/delayed_event/{{type}}/{{txn}}", self._schedule
+                f"{schedule}/rooms/{{room:[^/]+}}/delayed_event/{{type:[^/]+}}/{{txn:[^/]+}}",
+                self._schedule,
             )
-            app.router.add_post(f"{manage}/delayed_events/{{id}}/{{action}}", self._update)
-            app.router.add_get(f"{manage}/delayed_events/{{id}}", self._lookup)
+            app.router.add_post(
+                f"{manage}/delayed_events/{{id:[^/]+}}/{{action:[^/]+}}", self._update
+            )
+            app.router.add_get(f"{manage}/delayed_events/{{id:[^/]+}}", self._lookup)
             # The merged MSC4140 has no listing: MSC4486 took it over.
             if self.revision == "draft" and manage not in listings:
                 app.router.add_get(f"{manage}/delayed_events", self._list)
