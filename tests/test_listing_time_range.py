@@ -4,8 +4,8 @@ and on real Synapse's older one."""
 
 from __future__ import annotations
 
-import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -23,12 +23,12 @@ from nio_delayed import (
     RoomSendDelayedResponse,
     UpdateDelayedEventResponse,
 )
-from nio_delayed.cli import main
 from nio_delayed.request_builders import HttpRequest
 from nio_delayed.testing import FakeHomeserver
 from nio_delayed.transport import HttpAnswer
 
 from .conftest import Room, fake_client
+from .test_cli import cli
 
 ROOM = "!room:fake"
 TEXT = {"msgtype": "m.text", "body": "later"}
@@ -178,16 +178,6 @@ async def test_a_bad_range_is_refused_before_sending(
 # -- the command line ------------------------------------------------------------------------
 
 
-async def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        code = await asyncio.to_thread(main, list(argv))
-    except SystemExit as exc:  # argparse refusing the command line
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 async def test_cli_list_since_and_until(
     client: DelayedAsyncClient,
     server: FakeHomeserver,
@@ -213,6 +203,12 @@ async def test_cli_list_since_and_until(
     assert await ids("--since", "now") == {soon, later}
     assert await ids("--since", in_an_hour) == {later}
     assert await ids("--until", in_an_hour.replace("+00:00", "Z")) == {soon}
+    with monkeypatch.context() as zone:  # without an offset, a time is the machine's local time
+        zone.setenv("TZ", "Etc/GMT-3")  # UTC+3: read as UTC, it would be three hours later
+        time.tzset()
+        local = (datetime.now() + timedelta(hours=1)).isoformat(timespec="seconds")
+        assert await ids("--since", local) == {later}
+    time.tzset()
     before = len(server.requests)
     code, _, err = await cli(capsys, "list", "--since", "soon")
     assert code == 2
