@@ -14,7 +14,7 @@ import contextlib
 import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from nio.client.async_client import AsyncClient
@@ -194,16 +194,30 @@ class DelayedEventsMixin(_Base):
         status: DelayedEventStatus | str | None = None,
         room_id: str | None = None,
         event_type: str | None = None,
+        due_from: datetime | None = None,
+        due_until: datetime | None = None,
         policy: RequestPolicy | None = None,
     ) -> DelayedEventsListResponse | DelayedEventsListError:
         """The user's delayed events the server knows, following every page: all of them, or
         those with this ``status`` (scheduled, sent, cancelled, failed), in this room, of this
-        type. Servers keep finalised events for a while or (Synapse) not at all.
+        type, due in this time range. Servers keep finalised events for a while or (Synapse)
+        not at all.
 
-        Listing is MSC4486 where the server advertises it, else the older MSC4140 listing of
-        released Synapse; a server with neither answers ``UNSUPPORTED``.
+        ``due_from`` and ``due_until`` (aware datetimes; either may be left out, both ends are
+        included) bound when the server was to send each event: its ``since_ts`` plus its
+        ``delay_ms``, the moment its timer runs or ran out. A finalised event keeps that time,
+        not its ``finalised_ts``: one sent early by ``send_delayed_event_now`` or cancelled is
+        placed where its timer would have ended. An event whose times the server does not give
+        is outside every range. A naive datetime, another type or a range that ends before it
+        starts is ``INVALID``, and nothing is sent.
+
+        Listing is MSC4486 where the server advertises it (the server filters, and the client
+        checks), else the older MSC4140 listing of released Synapse, which lists everything
+        (the client filters); a server with neither answers ``UNSUPPORTED``.
         """
-        return await self._delayed.calls.delayed_events(status, room_id, event_type, policy)
+        return await self._delayed.calls.delayed_events(
+            status, room_id, event_type, policy, due_from=due_from, due_until=due_until
+        )
 
     async def delayed_event_sent(
         self, delay_id: str, *, timeout: timedelta | None

@@ -205,15 +205,20 @@ def msc4486_list_request(
     status: str | None = None,
     room_id: str | None = None,
     event_type: str | None = None,
+    from_ts: int | None = None,
+    to_ts: int | None = None,
 ) -> HttpRequest:
-    """One page of the MSC4486 listing, filtered by the server."""
+    """One page of the MSC4486 listing, filtered by the server (``from_ts``/``to_ts``: when
+    the events were to be sent, Unix ms, both inclusive)."""
     base = "/_matrix/client/v1" if stable else MSC4486_PREFIX
     query = {
-        name: value
+        name: str(value)
         for name, value in (
             ("status", status),
             ("room_id", room_id),
             ("type", event_type),
+            ("from_ts", from_ts),
+            ("to_ts", to_ts),
             ("from", from_token),
         )
         if value is not None

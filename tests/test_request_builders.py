@@ -137,10 +137,17 @@ def test_msc4486_listing_carries_its_filters() -> None:
     unstable = msc4486_list_request(stable=False)
     assert unstable.path == "/_matrix/client/unstable/org.matrix.msc4486/delayed_events"
     filtered = msc4486_list_request(
-        stable=True, from_token="b 1", status="failed", room_id="!r:hs", event_type="m.x"
+        stable=True,
+        from_token="b 1",
+        status="failed",
+        room_id="!r:hs",
+        event_type="m.x",
+        from_ts=1000,
+        to_ts=2000,
     )
     assert filtered.path == (
-        "/_matrix/client/v1/delayed_events?status=failed&room_id=%21r%3Ahs&type=m.x&from=b+1"
+        "/_matrix/client/v1/delayed_events?status=failed&room_id=%21r%3Ahs&type=m.x"
+        "&from_ts=1000&to_ts=2000&from=b+1"
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from ..delay_id import DelayId
@@ -67,18 +67,31 @@ __all__ = ["DelayedCalls", "ListFilter"]
 
 # Listing stops after this many pages: a server that never ends its pagination is broken.
 _MAX_PAGES = 1000
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MS = timedelta(milliseconds=1)
 
 
 @dataclass(frozen=True)
 class ListFilter:
-    """Which delayed events a listing asks for; ``None`` matches any."""
+    """Which delayed events a listing asks for; ``None`` matches any. ``from_ts`` and
+    ``to_ts`` bound, both included, when the server was to send an event (Unix ms): its timer's
+    start plus its delay, whatever became of it, as MSC4486's ``from_ts`` and ``to_ts``."""
 
     status: DelayedEventStatus | None = None
     room_id: str | None = None
     event_type: str | None = None
+    from_ts: int | None = None
+    to_ts: int | None = None
 
     @classmethod
-    def checked(cls, status: object, room_id: object, event_type: object) -> ListFilter:
+    def checked(
+        cls,
+        status: object,
+        room_id: object,
+        event_type: object,
+        due_from: object = None,
+        due_until: object = None,
+    ) -> ListFilter:
         if status is not None and not isinstance(status, (str, DelayedEventStatus)):
             raise InvalidInput(f"status must be a DelayedEventStatus, not {type(status).__name__}")
         try:
@@ -86,10 +99,18 @@ class ListFilter:
         except ValueError:
             known = ", ".join(s.value for s in DelayedEventStatus)
             raise InvalidInput(f"status must be one of {known}, got {status!r}") from None
+        # Send times are whole milliseconds: the first one at or after due_from, the last one
+        # at or before due_until.
+        from_ts = None if due_from is None else _unix_ms(due_from, "due_from", round_up=True)
+        to_ts = None if due_until is None else _unix_ms(due_until, "due_until", round_up=False)
+        if from_ts is not None and to_ts is not None and from_ts > to_ts:
+            raise InvalidInput("due_from is after due_until: no delayed event could match")
         return cls(
             wanted,
             None if room_id is None else check_room_id(room_id),
             None if event_type is None else check_event_type(event_type),
+            from_ts,
+            to_ts,
         )
 
     def matches(self, event: DelayedEvent) -> bool:
@@ -97,7 +118,34 @@ class ListFilter:
             self.status in (None, event.status)
             and self.room_id in (None, event.room_id)
             and self.event_type in (None, event.type)
+            and self._in_range(event)
         )
+
+    def _in_range(self, event: DelayedEvent) -> bool:
+        if self.from_ts is None and self.to_ts is None:
+            return True
+        if event.since_ts is None or event.delay_ms is None:
+            return False  # the server did not say when it was to be sent: not shown in range
+        send_ts = event.since_ts + event.delay_ms
+        return (self.from_ts is None or self.from_ts <= send_ts) and (
+            self.to_ts is None or send_ts <= self.to_ts
+        )
+
+
+def _unix_ms(moment: object, name: str, *, round_up: bool) -> int:
+    """``moment`` (an aware datetime) in whole Unix milliseconds."""
+    if not isinstance(moment, datetime):
+        raise InvalidInput(f"{name} must be a datetime.datetime, not {type(moment).__name__}")
+    if moment.utcoffset() is None:
+        # A naive datetime names no moment: local time or UTC would be a guess.
+        raise InvalidInput(
+            f"{name} must be an aware datetime (with a tzinfo, like datetime.now(timezone.utc))"
+        )
+    since_epoch = moment - _EPOCH
+    ms = -(-since_epoch // _MS) if round_up else since_epoch // _MS
+    if ms < 0:
+        raise InvalidInput(f"{name} must not be before 1970, got {moment.isoformat()}")
+    return ms
 
 
 async def _no_gate() -> None:
@@ -327,6 +375,9 @@ class DelayedCalls:
         room_id: str | None,
         event_type: str | None,
         policy: RequestPolicy | None,
+        *,
+        due_from: datetime | None = None,
+        due_until: datetime | None = None,
     ) -> DelayedEventsListResponse | DelayedEventsListError:
         async def act(wanted: ListFilter, server: Server) -> DelayedEventsListResponse | ErrorInfo:
             events = await self._list(server, wanted, policy)
@@ -334,7 +385,7 @@ class DelayedCalls:
 
         return await call(
             DelayedEventsListError,
-            lambda: ListFilter.checked(status, room_id, event_type),
+            lambda: ListFilter.checked(status, room_id, event_type, due_from, due_until),
             self._negotiation.require,
             act,
         )
@@ -447,6 +498,8 @@ def _page_request(server: Server, wanted: ListFilter, token: str | None) -> Http
         status=None if wanted.status is None else wanted.status.value,
         room_id=wanted.room_id,
         event_type=wanted.event_type,
+        from_ts=wanted.from_ts,
+        to_ts=wanted.to_ts,
     )
 
 

@@ -4,7 +4,10 @@ send."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
+from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 from .. import (
@@ -65,6 +68,21 @@ def add_operator_commands(commands: argparse._SubParsersAction[argparse.Argument
         )
     listing.add_argument("--room", help="only those for this room ID (!...)")
     listing.add_argument("--type", dest="event_type", help="only those of this event type")
+    listing.add_argument(
+        "--since",
+        type=_moment(ahead=False),
+        metavar="WHEN",
+        help="only those due at or after WHEN (when the server was or is to send them): an ISO "
+        "8601 time like 2026-11-29T14:00Z (local time without an offset), 'now', or a "
+        "duration before now like 1h or 30m (+10m: after now)",
+    )
+    listing.add_argument(
+        "--until",
+        type=_moment(ahead=True),
+        metavar="WHEN",
+        help="only those due at or before WHEN: an ISO 8601 time, 'now', or a duration after "
+        "now like 10m or 2h (--until=-1h: before now)",
+    )
     listing.set_defaults(run=list_events)
     show_parser = command("show", "one delayed event")
     show_parser.add_argument("delay_id", help="a delay_id, or a unique prefix of a scheduled one")
@@ -157,9 +175,45 @@ def _due_in(event: DelayedEvent) -> str:
     return format_ms(max(0.0, event.due_ts - time.time() * 1000))
 
 
+def _moment(*, ahead: bool) -> Callable[[str], datetime]:
+    """A parser of WHEN: an ISO 8601 time, ``now``, or a duration from now, counted ``ahead``
+    (``--until 10m``: the next ten minutes) or back (``--since 1h``: the last hour) unless its
+    sign says otherwise."""
+
+    def parse(text: str) -> datetime:
+        given = text.strip()
+        now = datetime.now(timezone.utc)
+        if given.lower() == "now":
+            return now
+        iso = given[:-1] + "+00:00" if given.endswith(("Z", "z")) else given  # 3.10 reads no Z
+        with contextlib.suppress(ValueError):
+            return datetime.fromisoformat(iso).astimezone()  # no offset: the local time
+        signed = given[:1] in ("+", "-")
+        later = given[:1] == "+" if signed else ahead
+        try:
+            offset = parse_duration(given[1:] if signed else given)
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a time: use an ISO 8601 time (2026-11-29T14:00Z), 'now', or a "
+                "duration from now (10m, +2h, -30s)"
+            ) from None
+        return now + offset if later else now - offset
+
+    return parse
+
+
 async def list_events(client: DelayedAsyncClient, args: argparse.Namespace) -> int:
+    if args.since is not None and args.until is not None and args.since > args.until:
+        raise CommandError(
+            f"--since ({args.since.isoformat(timespec='seconds')}) is after --until "
+            f"({args.until.isoformat(timespec='seconds')}): nothing could match"
+        )
     resp = await client.delayed_events(
-        status=args.status, room_id=args.room, event_type=args.event_type
+        status=args.status,
+        room_id=args.room,
+        event_type=args.event_type,
+        due_from=args.since,
+        due_until=args.until,
     )
     if isinstance(resp, DelayedEventError):
         return print_error(resp, args.json)

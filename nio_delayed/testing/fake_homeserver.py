@@ -127,12 +127,9 @@ class _Delayed:
         return "sent" if self.outcome == "send" else "cancelled"
 
     @property
-    def send_ts(self) -> int:
-        """When it was or is to be sent (or finalised): what listings order by."""
-        return self.finalised_ts if self.finalised_ts is not None else self.due_ts
-
-    @property
     def due_ts(self) -> int:
+        """When it was to be sent, whatever became of it: what listings order and bound by
+        (MSC4486's send time, ``delayed_since_ts + delay_ms``)."""
         return self.running_since + self.delay
 
     def as_json(self, revision: Revision) -> dict[str, Any]:
@@ -779,7 +776,8 @@ class FakeHomeserver(LoopbackServer):
         return _page(mine, start, self.revision)
 
     async def _list_msc4486(self, request: web.Request) -> web.Response:
-        """MSC4486: filtered by status, room, type and send time, ordered by send time."""
+        """MSC4486: filtered by status, room, type and send time, ordered by send time (when
+        each was to be sent, not when it was finalised)."""
         user = self._user(request)
         if user is None:
             return _error(401, "M_MISSING_TOKEN", "Missing access token")
@@ -801,10 +799,10 @@ class FakeHomeserver(LoopbackServer):
                 and status in (None, d.status)
                 and query.get("room_id") in (None, d.room_id)
                 and query.get("type") in (None, d.type)
-                and from_ts <= d.send_ts
-                and (to_ts is None or d.send_ts < to_ts)
+                and from_ts <= d.due_ts
+                and (to_ts is None or d.due_ts <= to_ts)  # "no later than": both ends inclusive
             ),
-            key=lambda d: d.send_ts,
+            key=lambda d: d.due_ts,
             reverse=direction == "b",
         )
         return _page(mine, start, "merged")
