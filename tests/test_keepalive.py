@@ -81,7 +81,9 @@ async def env() -> AsyncIterator[Env]:
     clock = FakeClock()
     async with FakeHomeserver(clock=clock, stable=True, unstable=False) as server:
         client = await fake_client(server)
-        manager = KeepAliveManager(client, clock=clock, seed=1, request_timeout=5)
+        manager = KeepAliveManager(
+            client, clock=clock, seed=1, request_timeout=timedelta(seconds=5)
+        )
         environment = Env(clock, server, client, manager)
         manager.on_event(environment.events.append)
         yield environment
@@ -103,7 +105,7 @@ async def test_unsupported_server_raises_and_sends_nothing() -> None:
         client = await fake_client(server)
         manager = KeepAliveManager(client)
         with pytest.raises(UnsupportedServerError, match="nothing was sent"):
-            await manager.add(ROOM, "m.room.message", OFFLINE, delay=30_000)
+            await manager.add(ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=30))
         await client.close()
     assert server.room_events == []
     assert {r.method for r in server.requests} == {"GET"}
@@ -111,9 +113,9 @@ async def test_unsupported_server_raises_and_sends_nothing() -> None:
 
 async def test_bad_arguments_are_refused_before_anything_is_sent(env: Env) -> None:
     with pytest.raises(InvalidInput, match="delay"):
-        await env.manager.add(ROOM, "m.room.message", OFFLINE, delay=0)
+        await env.manager.add(ROOM, "m.room.message", OFFLINE, delay=timedelta(milliseconds=0))
     with pytest.raises(InvalidInput, match="room_id"):
-        await env.manager.add("#alias:x", "m.room.message", OFFLINE, delay=1000)
+        await env.manager.add("#alias:x", "m.room.message", OFFLINE, delay=timedelta(seconds=1))
     assert env.server.requests == []
 
 
@@ -155,7 +157,11 @@ async def test_an_event_the_server_refuses_raises_with_its_error(env: Env) -> No
 async def test_delay_above_the_maximum_is_lowered_with_a_warning(env: Env) -> None:
     env.server.max_delay_ms = 12_000
     switch = await env.manager.add(
-        ROOM, "m.room.message", OFFLINE, delay=timedelta(minutes=5), restart_interval=60
+        ROOM,
+        "m.room.message",
+        OFFLINE,
+        delay=timedelta(minutes=5),
+        restart_interval=timedelta(minutes=1),
     )
     assert switch.requested_delay == timedelta(minutes=5)
     assert switch.delay == timedelta(seconds=12)
@@ -227,7 +233,9 @@ async def test_a_budget_that_matches_the_server_is_never_refused() -> None:
         client = await fake_client(server)
         manager = KeepAliveManager(client, clock=clock, seed=3)
         switches = [
-            await manager.add(ROOM, "m.room.message", OFFLINE, delay=60_000, key=str(n))
+            await manager.add(
+                ROOM, "m.room.message", OFFLINE, delay=timedelta(minutes=1), key=str(n)
+            )
             for n in range(100)
         ]
         await clock.advance(300)
@@ -252,7 +260,9 @@ async def test_a_budget_told_too_much_learns_the_servers_rate() -> None:
         client.delayed_events_limits = ServerLimits(RateLimit(20, 20), None)
         manager = KeepAliveManager(client, clock=clock, seed=4)
         switches = [
-            await manager.add(ROOM, "m.room.message", OFFLINE, delay=60_000, key=str(n))
+            await manager.add(
+                ROOM, "m.room.message", OFFLINE, delay=timedelta(minutes=1), key=str(n)
+            )
             for n in range(100)
         ]
         await clock.advance(300)
@@ -449,10 +459,12 @@ async def test_message_switches_carry_their_key(env: Env) -> None:
 
 
 async def test_a_delayed_message_that_no_switch_made_is_left_alone(env: Env) -> None:
-    reminder = await env.client.room_send_delayed(ROOM, "m.room.message", OFFLINE, 60_000)
+    reminder = await env.client.room_send_delayed(
+        ROOM, "m.room.message", OFFLINE, timedelta(minutes=1)
+    )
     await env.manager.close()
     manager = await env.new_manager()
-    await manager.add(ROOM, "m.room.message", OFFLINE, delay=30_000)
+    await manager.add(ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=30))
     assert SwitchEventKind.ADOPTED not in env.kinds()
     assert SwitchEventKind.LEFTOVER_CANCELLED not in env.kinds()
     assert reminder.delay_id in {e["delay_id"] for e in env.server.scheduled()}
@@ -465,7 +477,7 @@ async def test_restarted_bot_adopts_the_switch_its_previous_process_left(env: En
     await env.manager.close()  # the process dies; its event stays scheduled
     await env.clock.advance(20)
     second_manager = await env.new_manager()
-    second = await second_manager.add(ROOM, "m.room.message", OFFLINE, delay=30_000)
+    second = await second_manager.add(ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=30))
     assert second.delay_id == first.delay_id
     assert SwitchEventKind.ADOPTED in env.kinds()
     await env.clock.advance(120)
@@ -483,11 +495,17 @@ async def test_leftovers_are_cancelled_after_the_new_switch_is_armed(env: Env, w
     manager = await env.new_manager()
     if why == "policy":
         await manager.add(
-            ROOM, "m.room.message", OFFLINE, delay=30_000, on_leftover=LeftoverPolicy.CANCEL
+            ROOM,
+            "m.room.message",
+            OFFLINE,
+            delay=timedelta(seconds=30),
+            on_leftover=LeftoverPolicy.CANCEL,
         )
     else:
-        await manager.add(ROOM, "m.room.message", {**OFFLINE, "v": 2}, delay=30_000)
-    await manager.add(ROOM, "m.room.message", {"new": True}, delay=30_000, state_key="x")
+        await manager.add(ROOM, "m.room.message", {**OFFLINE, "v": 2}, delay=timedelta(seconds=30))
+    await manager.add(
+        ROOM, "m.room.message", {"new": True}, delay=timedelta(seconds=30), state_key="x"
+    )
     writes = [r.path for r in env.server.requests if r.method in ("PUT", "POST")][-4:]
     assert "/delayed_event/" in writes[0]  # armed first...
     assert writes[1].endswith("/cancel")  # ...then the leftover cancelled
@@ -572,7 +590,9 @@ async def test_close_soon_before_the_first_switch_still_closes(env: Env) -> None
 async def test_client_close_stops_its_switches_by_policy(env: Env) -> None:
     client = env.client
     client.keep_alive.clock = env.clock  # the client's own manager, on the test clock
-    async with client.dead_mans_switch(ROOM, "m.room.message", OFFLINE, delay=30_000) as switch:
+    async with client.dead_mans_switch(
+        ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=30)
+    ) as switch:
         assert switch.state is SwitchState.ARMED
         await env.clock.advance(25)
         assert switch.stats.restarts_ok >= 2
@@ -580,7 +600,12 @@ async def test_client_close_stops_its_switches_by_policy(env: Env) -> None:
     assert len(env.fired()) == 1  # default exit policy: send it now
 
     other = await client.keep_alive.add(
-        ROOM, "m.room.message", OFFLINE, delay=30_000, on_exit=ExitPolicy.CANCEL, key="2"
+        ROOM,
+        "m.room.message",
+        OFFLINE,
+        delay=timedelta(seconds=30),
+        on_exit=ExitPolicy.CANCEL,
+        key="2",
     )
     await client.close()
     assert other.state is SwitchState.STOPPED
@@ -604,7 +629,9 @@ async def test_switch_callbacks_and_wait_for(env: Env) -> None:
     mine: list[SwitchEventKind] = []
     switch.on_event(lambda event: mine.append(event.kind))
     env.server.forget(switch.delay_id)
-    waiter = asyncio.ensure_future(switch.wait_for(SwitchState.REARMING, timeout=5))
+    waiter = asyncio.ensure_future(
+        switch.wait_for(SwitchState.REARMING, timeout=timedelta(seconds=5))
+    )
     await env.clock.advance(11)
     assert await waiter is SwitchState.REARMING or switch.state is SwitchState.ARMED
     assert mine == [SwitchEventKind.LOST, SwitchEventKind.REARMED]
@@ -615,7 +642,7 @@ async def test_lateness_of_each_restart_is_tracked_on_request() -> None:
     async with FakeHomeserver(clock=clock) as server:
         client = await fake_client(server)
         manager = KeepAliveManager(client, clock=clock, track_lateness=True)
-        await manager.add(ROOM, "m.room.message", OFFLINE, delay=30_000)
+        await manager.add(ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=30))
         await clock.advance(100)
         lateness = list(manager.lateness or [])
         await manager.close()
@@ -626,7 +653,7 @@ async def test_lateness_of_each_restart_is_tracked_on_request() -> None:
 
 async def test_manager_stats_sum_the_switches(env: Env) -> None:
     await add(env, delay=30)
-    await env.manager.add(ROOM, "m.room.message", OFFLINE, delay=60_000, key="other")
+    await env.manager.add(ROOM, "m.room.message", OFFLINE, delay=timedelta(minutes=1), key="other")
     await env.clock.advance(61)
     stats = env.manager.stats()
     assert stats.restarts_ok >= 6 + 3
@@ -653,10 +680,12 @@ async def test_a_full_account_is_said_before_anything_is_sent() -> None:
         client = await fake_client(server)
         manager = KeepAliveManager(client, clock=clock)
         for n in range(3):
-            await manager.add(ROOM, "m.room.message", OFFLINE, delay=60_000, key=str(n))
+            await manager.add(
+                ROOM, "m.room.message", OFFLINE, delay=timedelta(minutes=1), key=str(n)
+            )
         scheduling = len(server.requests_to("/send/"))
         with pytest.raises(SwitchArmError, match="maximum"):
-            await manager.add(ROOM, "m.room.message", OFFLINE, delay=60_000, key="4")
+            await manager.add(ROOM, "m.room.message", OFFLINE, delay=timedelta(minutes=1), key="4")
         assert len(server.requests_to("/send/")) == scheduling
         assert len(manager.switches) == 3
         await advancing(clock, manager.close())

@@ -24,22 +24,14 @@ from ..responses import (
     DelayedEventsSupportError,
     DelayedEventsSupportResponse,
 )
-from ..validation import (
-    InvalidInput,
-    check_content,
-    check_event,
-    check_event_type,
-    check_state_key,
-    coerce_policy,
-    delay_to_ms,
-    sticky_to_ms,
-)
-from ..wire import SWITCH_KEY_FIELD
+from ..transport import MAX_POLICY_SECONDS
+from ..validation import InvalidInput, seconds_of
 from .arming import Arming
 from .budget import Bucket, Priority
 from .context import KeepAliveContext
 from .events import EventStream, sum_stats
 from .machine import Backoff, SwitchMachine, SwitchStats, default_interval
+from .options import check_switch
 from .overwrite import OverwriteGuard
 from .planning import Capacity, Planner
 from .ports import KeepAliveClient
@@ -77,10 +69,13 @@ class KeepAliveManager:
     a budget that models them and learns tighter ones from the server's answers (see
     :meth:`capacity`). ``request_timeout``: the longest one restart attempt may take (less when
     the deadline is nearer). ``max_in_flight``: requests on the wire at once. ``stall_threshold``:
-    how late (s) the scheduler may wake before it reports an event-loop stall or a host suspend.
+    how late the scheduler may wake before it reports an event-loop stall or a host suspend.
     ``stop_timeout``: how long stopping a switch keeps trying to cancel or send its event (for
     instance through rate limits). ``track_lateness`` keeps how late each restart left (see
     ``lateness``). ``clock`` and ``seed`` are for tests.
+
+    Durations are ``timedelta``s; a bare number is still read as seconds, with a
+    ``DeprecationWarning`` (refused from 1.0). A wrong value raises ``InvalidInput``.
     """
 
     def __init__(  # noqa: PLR0913  # the public signature: one keyword per option
@@ -88,19 +83,23 @@ class KeepAliveManager:
         client: KeepAliveClient,
         *,
         limits: ServerLimits | None = None,
-        request_timeout: float = 10.0,
+        request_timeout: timedelta | float = timedelta(seconds=10),
         max_in_flight: int = 32,
-        stall_threshold: float = 1.0,
-        stop_timeout: float = 30.0,
+        stall_threshold: timedelta | float = timedelta(seconds=1),
+        stop_timeout: timedelta | float = timedelta(seconds=30),
         backoff: Backoff | None = None,
         clock: Clock | None = None,
         seed: int | None = None,
         track_lateness: bool = False,
     ) -> None:
-        if not (request_timeout > 0 and stall_threshold > 0 and stop_timeout >= 0):
-            raise ValueError("request_timeout and stall_threshold must be > 0, stop_timeout >= 0")
+        # Durations are timedeltas; a bare number is still seconds (deprecated, warned).
+        request_timeout = seconds_of(request_timeout, "request_timeout", maximum=MAX_POLICY_SECONDS)
+        stall_threshold = seconds_of(stall_threshold, "stall_threshold")
+        stop_timeout = seconds_of(stop_timeout, "stop_timeout", allow_zero=True)
+        if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int):
+            raise InvalidInput(f"max_in_flight must be an int, not {type(max_in_flight).__name__}")
         if max_in_flight < 1:
-            raise ValueError("max_in_flight must be >= 1")
+            raise InvalidInput("max_in_flight must be >= 1")
         self.client = client
         self.request_timeout = request_timeout
         self.max_in_flight = max_in_flight
@@ -304,8 +303,14 @@ class KeepAliveManager:
     ) -> DeadMansSwitch:
         """Arm a switch and keep it from firing; returns once it is armed (and "alive" sent).
 
+        ``delay`` (a ``timedelta``, at least 1 s: a shorter one cannot be kept alive over a
+        network) is how long after the last restart the server sends the event.
         ``state_key=None`` makes the event a message; a string (``""`` included) a state event.
-        ``restart_interval`` defaults to a third of the delay (seconds or a timedelta).
+        ``restart_interval`` (a ``timedelta``, at least 100 ms and below the delay) defaults to a
+        third of the delay; if the server allows only a shorter delay than asked, an interval
+        not below that is replaced by a third of it (reported as ``DELAY_LOWERED``). A bare
+        number is still read as before, with a ``DeprecationWarning``: milliseconds for
+        ``delay`` and ``sticky_duration``, seconds for ``restart_interval``.
         ``key`` tells message switches of one type in one room apart. A message switch's content
         carries it under ``org.nio_delayed.switch``, so that a restarted process knows its own
         leftovers even if their text changed (a state event is known by its state key).
@@ -316,48 +321,40 @@ class KeepAliveManager:
         kept first (then the ones added first); the others are reported (``OVER_BUDGET``).
         ``sticky_duration`` (message switches, at most one hour): the event is sticky (MSC4354)
         for that long once it fires, however often it is re-armed.
-        Raises ``InvalidInput`` for bad arguments, :class:`UnsupportedServerError` on a server
-        without delayed events (or without sticky events, when asked for),
-        :class:`SwitchArmError` if the event could not be scheduled.
+        Raises ``InvalidInput`` for any argument of the wrong type or out of range (nothing is
+        sent), :class:`UnsupportedServerError` on a server without delayed events (or without
+        sticky events, when asked for), :class:`SwitchArmError` if the event could not be
+        scheduled.
         """
-        # A policy given as its value ("send") is that policy; anything else is refused.
-        on_exit = coerce_policy(ExitPolicy, on_exit, "on_exit")
-        on_lost = coerce_policy(LostPolicy, on_lost, "on_lost")
-        on_leftover = coerce_policy(LeftoverPolicy, on_leftover, "on_leftover")
-        on_overwrite = coerce_policy(OverwritePolicy, on_overwrite, "on_overwrite")
-        if state_key is None:
-            content = {**content, SWITCH_KEY_FIELD: check_state_key(key)}
-        room_id, event_type, content, state_key = check_event(
-            room_id, event_type, content, state_key
-        )
-        alive = _checked_alive(alive)
-        requested_ms = delay_to_ms(delay)
-        sticky_ms = _checked_sticky(sticky_duration, state_key)
-        if self._close_task is not None:
-            raise KeepAliveError("this keep-alive manager is closed")
-        await self.start()
-        if sticky_ms is not None:
-            await self._require_sticky()
-        other = self._ctx.switches.get(identity(room_id, event_type, state_key, content))
-        if other is not None:
-            raise KeepAliveError(f"{other.handle!r} already guards this event")
-        settings = SwitchSettings(
+        checked = check_switch(
             room_id,
             event_type,
             content,
-            state_key,
-            requested_ms,
-            self._allowed_delay_ms(requested_ms),
-            alive,
-            on_exit,
-            on_lost,
-            on_leftover,
-            on_overwrite,
-            ignore_unverified_devices,
-            priority,
-            sticky_ms,
+            delay=delay,
+            state_key=state_key,
+            restart_interval=restart_interval,
+            alive=alive,
+            on_exit=on_exit,
+            on_lost=on_lost,
+            on_leftover=on_leftover,
+            on_overwrite=on_overwrite,
+            key=key,
+            ignore_unverified_devices=ignore_unverified_devices,
+            priority=priority,
+            sticky_duration=sticky_duration,
         )
-        switch = self._new_switch(settings, restart_interval)
+        if self._close_task is not None:
+            raise KeepAliveError("this keep-alive manager is closed")
+        await self.start()
+        if checked.sticky_duration_ms is not None:
+            await self._require_sticky()
+        other = self._ctx.switches.get(
+            identity(checked.room_id, checked.event_type, checked.state_key, checked.content)
+        )
+        if other is not None:
+            raise KeepAliveError(f"{other.handle!r} already guards this event")
+        settings = checked.settings(self._allowed_delay_ms(checked.delay_ms))
+        switch = self._new_switch(settings, checked.restart_interval)
         switch.order = self._planner.next_order()
         await self._arming.arm_new(switch)
         self._ctx.switches.add(switch)
@@ -381,12 +378,11 @@ class KeepAliveManager:
         maximum = self._ctx.max_delay_ms
         return requested_ms if maximum is None else min(requested_ms, maximum)
 
-    def _new_switch(
-        self, settings: SwitchSettings, restart_interval: timedelta | float | None
-    ) -> SwitchRuntime:
+    def _new_switch(self, settings: SwitchSettings, interval: float | None) -> SwitchRuntime:
         delay = settings.delay_ms / 1000
-        interval = _seconds(restart_interval) if restart_interval is not None else None
         if interval is None or interval >= delay:
+            # The default, or the server lowered the delay below the interval asked for (one
+            # below the delay asked for was checked by add()): re-derived, and said below.
             interval = default_interval(delay)
         machine = SwitchMachine(delay, interval, self.backoff, self.rng)
         switch = SwitchRuntime(settings, machine, self.clock, self._stopping.stop)
@@ -426,25 +422,3 @@ class KeepAliveManager:
     async def stop_switch(self, switch: DeadMansSwitch, policy: ExitPolicy | None = None) -> None:
         """Stop ``switch`` (same as ``await switch.stop(policy)``)."""
         await switch.stop(policy)
-
-
-def _checked_alive(alive: AliveEvent | None) -> AliveEvent | None:
-    if alive is None:
-        return None
-    return AliveEvent(
-        check_event_type(alive.event_type),
-        check_content(alive.content),
-        None if alive.state_key is None else check_state_key(alive.state_key),
-    )
-
-
-def _checked_sticky(duration: timedelta | int | None, state_key: str | None) -> int | None:
-    if duration is None:
-        return None
-    if state_key is not None:
-        raise InvalidInput("sticky_duration is for message switches; this one is a state event")
-    return sticky_to_ms(duration)
-
-
-def _seconds(value: timedelta | float) -> float:
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)

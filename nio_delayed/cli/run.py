@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 
 from .. import (
     DeadMansSwitch,
@@ -25,7 +26,15 @@ from .. import (
     KeepAliveError,
     SwitchEvent,
 )
-from .common import EXIT_ERROR, CommandError, add_credential_options, parse_content, parse_duration
+from ..validation import MIN_SWITCH_DELAY_MS
+from .common import (
+    DURATION_HELP,
+    EXIT_ERROR,
+    CommandError,
+    add_credential_options,
+    parse_content,
+    parse_duration,
+)
 
 __all__ = ["add_run_command"]
 
@@ -47,10 +56,18 @@ def add_run_command(commands: argparse._SubParsersAction[argparse.ArgumentParser
     parser.add_argument("--room", required=True, help="room ID (!...)")
     parser.add_argument("--type", required=True, dest="event_type", help="event type")
     parser.add_argument("--content", required=True, type=parse_content, help="JSON, or @file.json")
-    parser.add_argument("--delay", required=True, type=parse_duration, help="30s, 2m, 1500ms")
+    parser.add_argument(
+        "--delay",
+        required=True,
+        type=parse_duration,
+        help=f"the switch's delay, at least 1s ({DURATION_HELP})",
+    )
     parser.add_argument("--state-key", help="makes it a state event ('' allowed)")
     parser.add_argument(
-        "--interval", type=parse_duration, help="restart interval (default: delay/3)"
+        "--interval",
+        type=parse_duration,
+        help=f"restart interval, at least 100ms and below the delay (default: delay/3; "
+        f"{DURATION_HELP})",
     )
     parser.add_argument(
         "--on-success",
@@ -102,6 +119,13 @@ async def run(client: DelayedAsyncClient, args: argparse.Namespace) -> int:
                 flush=True,
             )
 
+    if args.delay < timedelta(milliseconds=MIN_SWITCH_DELAY_MS):
+        # Said in the command line's words (the library's message speaks of timedelta).
+        raise CommandError(
+            f"--delay {args.delay.total_seconds() * 1000:g}ms is too short for a dead-man's "
+            f"switch: at least {MIN_SWITCH_DELAY_MS // 1000}s, or its restarts cannot cross a "
+            "network in time"
+        )
     manager = client.keep_alive
     manager.on_event(report)
     try:
