@@ -130,10 +130,10 @@ def _checked_interval(interval: object, delay_ms: int) -> float | None:
         return None
     seconds, bare = read_seconds(interval, "restart_interval", minimum=MIN_RESTART_INTERVAL_S)
     if seconds * 1000 >= delay_ms:
-        shown = f"{interval!r} s" if bare else f"{interval!r}"
         raise InvalidInput(
-            f"restart_interval ({shown}) must be below the delay ({delay_ms} ms), or the switch "
-            "fires between restarts; leave it out for the default, a third of the delay"
+            f"restart_interval ({seconds:g} s) must be below the delay ({delay_ms / 1000:g} s), "
+            "or the switch fires between restarts; leave it out for the default, a third of "
+            "the delay"
         )
     if bare:
         warn_bare_number("restart_interval", cast(float, interval), "s")
