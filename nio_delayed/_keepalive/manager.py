@@ -14,6 +14,7 @@ import collections
 import contextlib
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -326,7 +327,7 @@ class KeepAliveManager:
         sticky events, when asked for), :class:`SwitchArmError` if the event could not be
         scheduled.
         """
-        checked = check_switch(
+        asked, interval = check_switch(
             room_id,
             event_type,
             content,
@@ -346,15 +347,15 @@ class KeepAliveManager:
         if self._close_task is not None:
             raise KeepAliveError("this keep-alive manager is closed")
         await self.start()
-        if checked.sticky_duration_ms is not None:
+        if asked.sticky_duration_ms is not None:
             await self._require_sticky()
         other = self._ctx.switches.get(
-            identity(checked.room_id, checked.event_type, checked.state_key, checked.content)
+            identity(asked.room_id, asked.event_type, asked.state_key, asked.content)
         )
         if other is not None:
             raise KeepAliveError(f"{other.handle!r} already guards this event")
-        settings = checked.settings(self._allowed_delay_ms(checked.delay_ms))
-        switch = self._new_switch(settings, checked.restart_interval)
+        settings = replace(asked, delay_ms=self._allowed_delay_ms(asked.requested_delay_ms))
+        switch = self._new_switch(settings, interval)
         switch.order = self._planner.next_order()
         await self._arming.arm_new(switch)
         self._ctx.switches.add(switch)

@@ -8,8 +8,7 @@ deep inside, and never after a request went out.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 from ..validation import (
     MIN_RESTART_INTERVAL_S,
@@ -34,47 +33,7 @@ from .switch import (
     SwitchSettings,
 )
 
-__all__ = ["CheckedSwitch", "check_switch"]
-
-
-@dataclass(frozen=True)
-class CheckedSwitch:
-    """A switch's arguments once checked: its settings but the delay the server allows, and
-    the restart interval asked for (seconds; ``None``: the default)."""
-
-    room_id: str
-    event_type: str
-    content: dict[str, Any]
-    state_key: str | None
-    delay_ms: int
-    restart_interval: float | None
-    alive: AliveEvent | None
-    on_exit: ExitPolicy
-    on_lost: LostPolicy
-    on_leftover: LeftoverPolicy
-    on_overwrite: OverwritePolicy
-    ignore_unverified_devices: bool
-    priority: int
-    sticky_duration_ms: int | None
-
-    def settings(self, allowed_delay_ms: int) -> SwitchSettings:
-        """The settings, with the delay the server allows (at most the one asked)."""
-        return SwitchSettings(
-            self.room_id,
-            self.event_type,
-            self.content,
-            self.state_key,
-            self.delay_ms,
-            allowed_delay_ms,
-            self.alive,
-            self.on_exit,
-            self.on_lost,
-            self.on_leftover,
-            self.on_overwrite,
-            self.ignore_unverified_devices,
-            self.priority,
-            self.sticky_duration_ms,
-        )
+__all__ = ["check_switch"]
 
 
 def check_switch(  # noqa: PLR0913  # add()'s signature, one keyword per option
@@ -94,8 +53,10 @@ def check_switch(  # noqa: PLR0913  # add()'s signature, one keyword per option
     ignore_unverified_devices: object,
     priority: object,
     sticky_duration: object,
-) -> CheckedSwitch:
-    """Every argument of ``add()`` checked; raises ``InvalidInput`` naming the first wrong one."""
+) -> tuple[SwitchSettings, float | None]:
+    """Every argument of ``add()`` checked: the settings (with the delay asked for; the manager
+    lowers it to the server's maximum) and the restart interval asked for (seconds; ``None``:
+    the default). Raises ``InvalidInput`` naming the first wrong argument."""
     if not isinstance(content, Mapping):
         raise InvalidInput(f"content must be a dict (a JSON object), not {type(content).__name__}")
     # The key is checked even for a state switch, which does not use it: a wrong type is a bug.
@@ -104,13 +65,14 @@ def check_switch(  # noqa: PLR0913  # add()'s signature, one keyword per option
         content = {**content, SWITCH_KEY_FIELD: checked_key}
     room_id, event_type, content, state_key = check_event(room_id, event_type, content, state_key)
     delay_ms = switch_delay_ms(delay)
-    return CheckedSwitch(
+    interval = _checked_interval(restart_interval, delay_ms)
+    settings = SwitchSettings(
         room_id,
         event_type,
         content,
         state_key,
         delay_ms,
-        _checked_interval(restart_interval, delay_ms),
+        delay_ms,
         _checked_alive(alive),
         # A policy given as its value ("send") is that policy; anything else is refused.
         coerce_policy(ExitPolicy, on_exit, "on_exit"),
@@ -121,6 +83,7 @@ def check_switch(  # noqa: PLR0913  # add()'s signature, one keyword per option
         _checked_priority(priority),
         _checked_sticky(sticky_duration, state_key),
     )
+    return settings, interval
 
 
 def _checked_interval(interval: object, delay_ms: int) -> float | None:
