@@ -38,6 +38,7 @@ from nio_delayed import (
 )
 from nio_delayed.cli import main
 from nio_delayed.cli.common import parse_duration
+from nio_delayed.devserver import DevServer
 from nio_delayed.testing import FakeClock, FakeHomeserver
 
 from .conftest import fake_client
@@ -114,6 +115,11 @@ def capacity() -> Capacity:
             lambda: KeepAliveManager(offline_client(), stop_timeout=3600) and True,
             True,
             "write stop_timeout=timedelta(hours=1)",
+        ),
+        (
+            lambda: DevServer(startup_timeout=120).startup_timeout,
+            DevServer(startup_timeout=timedelta(minutes=2)).startup_timeout,
+            "write startup_timeout=timedelta(minutes=2)",
         ),
         (
             lambda: capacity().max_switches(30),
