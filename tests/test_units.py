@@ -424,15 +424,19 @@ def test_cli_durations_without_a_unit_are_refused_with_a_hint(text: str, says: s
         parse_duration(text)
 
 
-def test_cli_run_refuses_a_switch_shorter_than_a_second(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    code = main(
+@pytest.mark.parametrize(
+    "argv",
+    [
         ["run", "--homeserver", NOWHERE, "--user-id", "@bot:fake", "--access-token", "t",
          "--room", ROOM, "--type", "m.room.message", "--content", "{}", "--delay", "500ms",
-         "--", "true"]
-    )  # fmt: skip
-    assert code == 2
-    assert "--delay 500ms is too short for a dead-man's switch: at least 1s" in (
-        capsys.readouterr().err
-    )
+         "--", "true"],
+        ["demo", "--delay", "500ms"],
+    ],
+)  # fmt: skip
+def test_cli_refuses_a_switch_shorter_than_a_second(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    with pytest.raises(SystemExit) as refused:
+        main(argv)
+    assert refused.value.code == 2
+    assert "'500ms' is too short for a dead-man's switch: at least 1s" in capsys.readouterr().err

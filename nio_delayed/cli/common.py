@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import DelayedAsyncClient, DelayedEventError, ErrorKind
+from ..validation import MIN_SWITCH_DELAY_MS
 
 __all__ = [
     "DURATION_HELP",
@@ -27,6 +28,7 @@ __all__ = [
     "exit_code_for",
     "parse_content",
     "parse_duration",
+    "parse_switch_delay",
     "print_error",
     "print_json",
     "print_table",
@@ -66,6 +68,17 @@ def parse_duration(text: str) -> timedelta:
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"{text!r}: a duration must be positive")
     return timedelta(milliseconds=round(seconds * 1000))
+
+
+def parse_switch_delay(text: str) -> timedelta:
+    """A dead-man's switch's delay: a duration of at least 1 s (the library's minimum)."""
+    delay = parse_duration(text)
+    if delay < timedelta(milliseconds=MIN_SWITCH_DELAY_MS):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is too short for a dead-man's switch: at least "
+            f"{MIN_SWITCH_DELAY_MS // 1000}s, or its restarts cannot cross a network in time"
+        )
+    return delay
 
 
 def parse_content(text: str) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from nio.responses import RoomCreateResponse, RoomMessagesResponse
 
 from .. import DelayedAsyncClient
 from ..devserver import DevServer, DevServerError, DevUser
-from .common import DURATION_HELP, EXIT_ERROR, EXIT_OK, parse_duration
+from .common import DURATION_HELP, EXIT_ERROR, EXIT_OK, parse_duration, parse_switch_delay
 from .devserver_command import start_devserver
 
 __all__ = ["add_demo_command"]
@@ -36,7 +36,7 @@ def add_demo_command(commands: argparse._SubParsersAction[argparse.ArgumentParse
     )
     parser.add_argument(
         "--delay",
-        type=parse_duration,
+        type=parse_switch_delay,
         default=timedelta(seconds=2),
         help=f"the switch's delay, at least 1s ({DURATION_HELP}; default 2s)",
     )

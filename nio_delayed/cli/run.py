@@ -16,7 +16,6 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from datetime import timedelta
 
 from .. import (
     DeadMansSwitch,
@@ -26,7 +25,6 @@ from .. import (
     KeepAliveError,
     SwitchEvent,
 )
-from ..validation import MIN_SWITCH_DELAY_MS
 from .common import (
     DURATION_HELP,
     EXIT_ERROR,
@@ -34,6 +32,7 @@ from .common import (
     add_credential_options,
     parse_content,
     parse_duration,
+    parse_switch_delay,
 )
 
 __all__ = ["add_run_command"]
@@ -59,7 +58,7 @@ def add_run_command(commands: argparse._SubParsersAction[argparse.ArgumentParser
     parser.add_argument(
         "--delay",
         required=True,
-        type=parse_duration,
+        type=parse_switch_delay,
         help=f"the switch's delay, at least 1s ({DURATION_HELP})",
     )
     parser.add_argument("--state-key", help="makes it a state event ('' allowed)")
@@ -119,13 +118,6 @@ async def run(client: DelayedAsyncClient, args: argparse.Namespace) -> int:
                 flush=True,
             )
 
-    if args.delay < timedelta(milliseconds=MIN_SWITCH_DELAY_MS):
-        # Said in the command line's words (the library's message speaks of timedelta).
-        raise CommandError(
-            f"--delay {args.delay.total_seconds() * 1000:g}ms is too short for a dead-man's "
-            f"switch: at least {MIN_SWITCH_DELAY_MS // 1000}s, or its restarts cannot cross a "
-            "network in time"
-        )
     manager = client.keep_alive
     manager.on_event(report)
     try:
