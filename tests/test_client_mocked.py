@@ -252,7 +252,9 @@ async def test_delay_above_known_maximum_is_refused_before_sending(
     client: DelayedAsyncClient, http: aioresponses
 ) -> None:
     legacy_server(http, {"max_delay_ms": 60_000, "max_scheduled": 10})
-    resp = await client.room_send_delayed(ROOM, "m.room.message", {}, timedelta(seconds=60.001))
+    resp = await client.room_send_delayed(
+        ROOM, "m.room.message", {}, timedelta(seconds=60, milliseconds=1)
+    )
     assert isinstance(resp, RoomSendDelayedError)
     assert resp.kind is ErrorKind.DELAY_TOO_LARGE
     assert resp.max_delay_ms == 60_000

@@ -196,7 +196,7 @@ async def test_server_maximum_delay_is_enforced(server: FakeHomeserver) -> None:
         await client.delayed_events_support()
         server.max_delay_ms = 1000
         resp = await client.room_send_delayed(
-            ROOM, "m.room.message", TEXT, timedelta(seconds=1.001)
+            ROOM, "m.room.message", TEXT, timedelta(seconds=1, milliseconds=1)
         )
         assert isinstance(resp, RoomSendDelayedError)
         assert (resp.kind, resp.max_delay_ms, resp.http_status) == (

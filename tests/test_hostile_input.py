@@ -310,8 +310,8 @@ def test_ordinary_request_policies_are_accepted() -> None:
     RequestPolicy(
         timeout=timedelta(milliseconds=100),
         max_attempts=1,
-        max_retry_after=timedelta(milliseconds=0),
-        backoff_initial=timedelta(milliseconds=0),
+        max_retry_after=timedelta(0),
+        backoff_initial=timedelta(0),
     )
     RequestPolicy(
         timeout=timedelta(hours=1),

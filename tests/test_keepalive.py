@@ -114,7 +114,7 @@ async def test_unsupported_server_raises_and_sends_nothing() -> None:
 
 async def test_bad_arguments_are_refused_before_anything_is_sent(env: Env) -> None:
     with pytest.raises(InvalidInput, match="delay"):
-        await env.manager.add(ROOM, "m.room.message", OFFLINE, delay=timedelta(milliseconds=0))
+        await env.manager.add(ROOM, "m.room.message", OFFLINE, delay=timedelta(0))
     with pytest.raises(InvalidInput, match="room_id"):
         await env.manager.add("#alias:x", "m.room.message", OFFLINE, delay=timedelta(seconds=1))
     assert env.server.requests == []

@@ -106,7 +106,7 @@ async def test_every_delay_too_large_code_gives_the_servers_maximum(
             await client.delayed_events_support()
             server.max_delay_ms = 5000
             resp = await client.room_send_delayed(
-                ROOM, "m.room.message", TEXT, timedelta(seconds=5.001)
+                ROOM, "m.room.message", TEXT, timedelta(seconds=5, milliseconds=1)
             )
             again = await client.room_send_delayed(
                 ROOM, "m.room.message", TEXT, timedelta(seconds=6)

@@ -157,8 +157,9 @@ async def test_a_bare_delay_is_milliseconds_and_a_bare_interval_seconds(
         "sticky_duration=2000 is read as 2000 ms",
     ]
     assert {w.filename for w in caught} == {__file__}
-    with pytest.warns(DeprecationWarning, match=r"write delay=timedelta\(minutes=1\)"):
+    with pytest.warns(DeprecationWarning, match=r"write delay=timedelta\(minutes=1\)") as caught:
         sent = await client.room_send_delayed(ROOM, "m.room.message", OFFLINE, 60_000)
+    assert caught[0].filename == __file__
     assert isinstance(sent, RoomSendDelayedResponse)
     assert sent.delay_ms == 60_000
     with pytest.warns(DeprecationWarning, match="timeout=5 is read as 5 s"):
