@@ -178,8 +178,9 @@ def read_seconds(
     """As :func:`seconds_of`, without the warning: the seconds and whether they were a bare
     number (for a caller with further checks, which refuse before they warn)."""
     if isinstance(value, Seconds):
-        return float(value), False  # read before (dataclasses.replace gives it back)
-    if isinstance(value, timedelta):
+        # Read before (dataclasses.replace gives it back): checked again, not warned about.
+        seconds, bare = float(value), False
+    elif isinstance(value, timedelta):
         seconds, bare = value.total_seconds(), False
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds, bare = float(value), True

@@ -40,6 +40,7 @@ from nio_delayed.cli import main
 from nio_delayed.cli.common import parse_duration
 from nio_delayed.devserver import DevServer
 from nio_delayed.testing import FakeClock, FakeHomeserver
+from nio_delayed.validation import Seconds
 
 from .conftest import fake_client
 
@@ -264,6 +265,8 @@ async def test_a_restart_interval_that_cannot_keep_the_switch_is_refused(
         (lambda c: KeepAliveManager(c, max_in_flight=2.5), "max_in_flight must be an int"),  # type: ignore[arg-type]
         (lambda c: Backoff(initial=timedelta(0)), "initial must be above 0"),
         (lambda c: RequestPolicy(timeout=timedelta(seconds=-1)), "timeout must be above 0"),
+        # Seconds a policy already holds are checked again when given back (replace()).
+        (lambda c: RequestPolicy(timeout=Seconds(float("nan"))), "timeout must be finite"),
     ],
 )
 def test_durations_out_of_range_are_refused(
