@@ -12,6 +12,7 @@ import asyncio
 import json
 import sys
 import time
+from datetime import timedelta
 
 from nio_delayed import DelayedAsyncClient, ExitPolicy, ServerLimits
 
@@ -26,7 +27,7 @@ async def main(url: str, user_id: str, token: str, room_id: str, delay_ms: str, 
         room_id,
         "m.room.message",
         {"msgtype": "m.notice", "body": body},
-        delay=int(delay_ms),
+        delay=timedelta(milliseconds=int(delay_ms)),
         on_exit=ExitPolicy.KEEP,
     )
     while True:

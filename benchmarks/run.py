@@ -43,6 +43,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -132,8 +133,8 @@ def add_switch(manager: KeepAliveManager, i: int, delay_ms: int, interval: float
         ROOM,
         "m.room.message",
         BODY,
-        delay=delay_ms,
-        restart_interval=interval,
+        delay=timedelta(milliseconds=delay_ms),
+        restart_interval=timedelta(seconds=interval),
         key=str(i),
         on_exit=ExitPolicy.KEEP,
     )
@@ -164,7 +165,9 @@ async def schedule_events(client: DelayedAsyncClient, n: int, delay_ms: int) -> 
     for start in range(0, n, 200):
         results = await asyncio.gather(
             *(
-                client.room_send_delayed(ROOM, "m.room.message", BODY, delay_ms)
+                client.room_send_delayed(
+                    ROOM, "m.room.message", BODY, timedelta(milliseconds=delay_ms)
+                )
                 for _ in range(start, min(n, start + 200))
             )
         )
@@ -219,7 +222,7 @@ async def cost_naive(server: Server, n: int, interval: float, seconds: float) ->
     async with client_of(server) as client:
         ids = await schedule_events(client, n, int(interval * 3000))
         count = 0
-        policy = RequestPolicy(timeout=interval, max_attempts=1)
+        policy = RequestPolicy(timeout=timedelta(seconds=interval), max_attempts=1)
         loop = asyncio.get_running_loop()
         started = loop.time()
 

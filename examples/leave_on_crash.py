@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import os
 import signal
+from datetime import timedelta
 
 from nio_delayed import DelayedAsyncClient, ExitPolicy
 
@@ -35,7 +36,7 @@ async def main(room_id: str, delay: float) -> None:
             "m.room.member",
             {"membership": "leave"},
             state_key=client.user_id,
-            delay=int(delay * 1000),
+            delay=timedelta(seconds=delay),
             on_exit=ExitPolicy.CANCEL,
         )
         print(f"in {room_id}; out of it {delay:g} s after this process dies", flush=True)

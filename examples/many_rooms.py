@@ -16,6 +16,7 @@ import asyncio
 import os
 import signal
 from collections import Counter
+from datetime import timedelta
 
 from nio import JoinedRoomsResponse
 
@@ -56,7 +57,7 @@ async def main(room_ids: list[str], delay: float) -> None:
                 room_id,
                 "m.room.message",
                 OFFLINE,
-                delay=int(delay * 1000),
+                delay=timedelta(seconds=delay),
                 on_exit=ExitPolicy.CANCEL,
             )
         print(f"armed {len(room_ids)} switches", flush=True)

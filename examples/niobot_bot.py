@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import os
 import sys
+from datetime import timedelta
 
 import niobot
 
@@ -51,7 +52,7 @@ async def main(room_id: str, delay: float) -> int:
                 STATUS,
                 {"status": "offline"},
                 state_key=user_id,
-                delay=int(delay * 1000),
+                delay=timedelta(seconds=delay),
                 alive=AliveEvent(STATUS, {"status": "online"}, state_key=user_id),
                 on_exit=ExitPolicy.SEND,
             )

@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import os
 import signal
+from datetime import timedelta
 
 from nio_delayed import AliveEvent, DelayedAsyncClient, ExitPolicy
 
@@ -37,7 +38,7 @@ async def main(room_id: str, delay: float) -> None:
             STATUS,
             {"status": "offline"},
             state_key=client.user_id,
-            delay=int(delay * 1000),
+            delay=timedelta(seconds=delay),
             alive=AliveEvent(STATUS, {"status": "online"}, state_key=client.user_id),
             on_exit=ExitPolicy.SEND,
         )

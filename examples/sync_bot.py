@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import os
 import sys
+from datetime import timedelta
 
 from nio import MatrixRoom, RoomMessageText, SyncResponse
 
@@ -52,7 +53,7 @@ async def main(room_id: str, delay: float) -> int:
                 STATUS,
                 {"status": "offline"},
                 state_key=client.user_id,
-                delay=int(delay * 1000),
+                delay=timedelta(seconds=delay),
                 alive=AliveEvent(STATUS, {"status": "online"}, state_key=client.user_id),
                 on_exit=ExitPolicy.SEND,
             ):

@@ -29,11 +29,13 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
 from .limits import RateLimit, ServerLimits
+from .validation import seconds_of
 
 __all__ = ["DevServer", "DevServerError", "DevUser"]
 
@@ -95,6 +97,7 @@ class DevServer:
     ``default_rate_limits=True`` keeps Synapse's own rate limits instead of relaxed ones;
     ``max_delay`` (a Synapse duration such as ``"24h"``) and ``max_scheduled`` set the limits.
     ``sticky_events=True`` turns on sticky events (MSC4354, Synapse 1.148 and later).
+    ``startup_timeout`` (a ``timedelta``): how long Synapse may take to answer once started.
     ``extra_config`` is merged into the configuration: a section given as a mapping is merged
     key by key with the one set here (``experimental_features`` keeps its other keys); any
     other value replaces it.
@@ -110,14 +113,15 @@ class DevServer:
         default_rate_limits: bool = False,
         server_name: str = "localhost",
         extra_config: dict[str, Any] | None = None,
-        startup_timeout: float = 90.0,
+        startup_timeout: timedelta | float = timedelta(seconds=90),
         sticky_events: bool = False,
     ) -> None:
         # Synapse runs in its own directory, so a relative interpreter path is resolved now.
         python = str(python) if python is not None else sys.executable
         self.python = os.path.abspath(python) if os.sep in python else python
         self.server_name = server_name
-        self.startup_timeout = startup_timeout
+        # A bare number is still seconds (deprecated, warned).
+        self.startup_timeout = seconds_of(startup_timeout, "startup_timeout")
         self._delayed_events = delayed_events
         self._max_delay = max_delay
         self._max_scheduled = max_scheduled
@@ -190,13 +194,15 @@ class DevServer:
             raise
         return self
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """Stop Synapse (SIGTERM, then SIGKILL after ``timeout``). The data stays for restart()."""
+    def stop(self, timeout: timedelta | float = timedelta(seconds=15)) -> None:
+        """Stop Synapse (SIGTERM, then SIGKILL after ``timeout``, a ``timedelta``). The data
+        stays for restart()."""
+        seconds = seconds_of(timeout, "timeout")
         process = self._process
         if process is not None and process.poll() is None:
             process.terminate()
             try:
-                process.wait(timeout)
+                process.wait(seconds)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()

@@ -8,7 +8,8 @@ inside it unwinds (a ``dead_mans_switch`` block sends or cancels its event by it
 
     async with stop_on_signals() as shutdown:
         await client.sync(timeout=0, full_state=True)  # first sync: rooms and members known
-        async with client.dead_mans_switch(room_id, "m.room.message", offline, delay=30_000):
+        delay = timedelta(seconds=30)
+        async with client.dead_mans_switch(room_id, "m.room.message", offline, delay=delay):
             await client.sync_forever(timeout=30_000)
     print("stopped by", shutdown.signal)
 """

@@ -27,7 +27,15 @@ from ._client.request_path import RequestPath
 from ._client.sent import FiredMarks, SentEvents
 from ._client.session import AiohttpTransport, Transport
 from ._client.state import ClientState, SyncObserver
-from ._keepalive import DeadMansSwitch, KeepAliveManager
+from ._keepalive import (
+    AliveEvent,
+    DeadMansSwitch,
+    ExitPolicy,
+    KeepAliveManager,
+    LeftoverPolicy,
+    LostPolicy,
+    OverwritePolicy,
+)
 from ._rtc import RtcMembership, RtcMode, check_options
 from .limits import ServerLimits
 from .models import DelayedEventStatus
@@ -120,17 +128,19 @@ class DelayedEventsMixin(_Base):
         policy: RequestPolicy | None = None,
         sticky_duration: timedelta | int | None = None,
     ) -> RoomSendDelayedResponse | RoomSendDelayedError:
-        """Schedule a message event to be sent after ``delay`` (a timedelta or milliseconds).
+        """Schedule a message event to be sent after ``delay``, a ``timedelta`` (any positive
+        whole number of milliseconds: a reminder needs no restarts; a bare int is still read as
+        milliseconds, with a ``DeprecationWarning``).
 
         ``tx_id`` makes a retry safe: the same ``tx_id`` gives back the same ``delay_id``.
         Into an encrypted room the message is encrypted as ``room_send`` would (members loaded,
         the group session shared first), then scheduled; ``ignore_unverified_devices`` is
         ``room_send``'s. Members who join after that cannot decrypt it.
 
-        ``sticky_duration`` (at most one hour) makes the event sticky (MSC4354) for that long
-        from when it is sent: clients are given it until then even if it scrolled out of their
-        sync. A server that does not advertise sticky events answers ``UNSUPPORTED`` and is sent
-        nothing.
+        ``sticky_duration`` (a ``timedelta``, at most one hour) makes the event sticky
+        (MSC4354) for that long from when it is sent: clients are given it until then even if
+        it scrolled out of their sync. A server that does not advertise sticky events answers
+        ``UNSUPPORTED`` and is sent nothing.
         """
         return await self._delayed.calls.room_send_delayed(
             room_id,
@@ -153,7 +163,8 @@ class DelayedEventsMixin(_Base):
         *,
         policy: RequestPolicy | None = None,
     ) -> RoomPutStateDelayedResponse | RoomPutStateDelayedError:
-        """Schedule a state event to be set after ``delay`` (a timedelta or milliseconds)."""
+        """Schedule a state event to be set after ``delay`` (as for
+        :meth:`room_send_delayed`)."""
         return await self._delayed.calls.room_put_state_delayed(
             room_id, event_type, content, delay, state_key, policy
         )
@@ -290,7 +301,7 @@ class DelayedEventsMixin(_Base):
         return cast(KeepAliveManager, manager)
 
     @contextlib.asynccontextmanager
-    async def dead_mans_switch(
+    async def dead_mans_switch(  # noqa: PLR0913  # add()'s signature, one keyword per option
         self,
         room_id: str,
         event_type: str,
@@ -298,18 +309,45 @@ class DelayedEventsMixin(_Base):
         *,
         delay: timedelta | int,
         state_key: str | None = None,
-        **options: Any,
+        restart_interval: timedelta | float | None = None,
+        alive: AliveEvent | None = None,
+        on_exit: ExitPolicy = ExitPolicy.SEND,
+        on_lost: LostPolicy = LostPolicy.REARM,
+        on_leftover: LeftoverPolicy = LeftoverPolicy.ADOPT,
+        on_overwrite: OverwritePolicy = OverwritePolicy.REARM,
+        key: str = "default",
+        ignore_unverified_devices: bool = False,
+        priority: int = 0,
+        sticky_duration: timedelta | int | None = None,
+        exact_content: bool = False,
     ) -> AsyncIterator[DeadMansSwitch]:
         """One switch for the life of an ``async with`` block, kept by :attr:`keep_alive`::
 
-            async with client.dead_mans_switch(room, "m.room.message", offline, delay=30_000):
+            async with client.dead_mans_switch(
+                room, "m.room.message", offline, delay=timedelta(seconds=30)
+            ):
                 await client.sync_forever()
 
         Leaving the block stops it by its exit policy (``on_exit=``, default: send it now).
-        Other options are those of :meth:`KeepAliveManager.add`.
+        The options are those of :meth:`KeepAliveManager.add`, with the same checks.
         """
         switch = await self.keep_alive.add(
-            room_id, event_type, content, delay=delay, state_key=state_key, **options
+            room_id,
+            event_type,
+            content,
+            delay=delay,
+            state_key=state_key,
+            restart_interval=restart_interval,
+            alive=alive,
+            on_exit=on_exit,
+            on_lost=on_lost,
+            on_leftover=on_leftover,
+            on_overwrite=on_overwrite,
+            key=key,
+            ignore_unverified_devices=ignore_unverified_devices,
+            priority=priority,
+            sticky_duration=sticky_duration,
+            exact_content=exact_content,
         )
         try:
             yield switch

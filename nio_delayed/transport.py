@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,7 +29,7 @@ from tenacity import (
 from .delay_id import redact
 from .errors import ErrorInfo, ErrorKind, classify_error, retry_after_ms
 from .request_builders import HttpRequest
-from .validation import InvalidInput
+from .validation import InvalidInput, Seconds, seconds_of
 
 __all__ = [
     "MAX_ANSWER_BYTES",
@@ -54,47 +54,54 @@ MAX_ANSWER_BYTES = 1 << 20
 MAX_POLICY_SECONDS = 3600.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class RequestPolicy:
     """How hard one call tries.
 
-    ``timeout``: seconds for each attempt. ``max_attempts``: attempts in all (1 = no retry).
+    ``timeout``: each attempt's time-out. ``max_attempts``: attempts in all (1 = no retry).
     ``max_retry_after``: the longest server-requested wait (429) sat through before giving up and
     returning the rate-limit error to the caller. Back-off between other retries grows from
-    ``backoff_initial`` to ``backoff_max`` seconds, with jitter.
+    ``backoff_initial`` to ``backoff_max``, with jitter.
 
-    Every duration is a finite number of seconds, at most an hour (``MAX_POLICY_SECONDS``), and
-    ``timeout`` above 0; ``max_attempts`` is an int from 1 to 100. Anything else raises
-    ``InvalidInput`` (a ``ValueError``) here, rather than hang a call later.
+    Every duration is a ``timedelta`` of at most an hour (``MAX_POLICY_SECONDS``; ``timeout``
+    above 0); a bare number is still read as seconds, with a ``DeprecationWarning`` (refused
+    from 1.0).
+    The fields hold float seconds, read on every request. ``max_attempts`` is an int from 1 to
+    100. Anything else raises ``InvalidInput`` (a ``ValueError``) here, rather than hang a call
+    later.
     """
 
-    timeout: float = 10.0
-    max_attempts: int = 3
-    max_retry_after: float = 10.0
-    backoff_initial: float = 0.25
-    backoff_max: float = 4.0
+    timeout: float
+    max_attempts: int
+    max_retry_after: float
+    backoff_initial: float
+    backoff_max: float
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        timeout: timedelta | float = timedelta(seconds=10),
+        max_attempts: int = 3,
+        max_retry_after: timedelta | float = timedelta(seconds=10),
+        backoff_initial: timedelta | float = timedelta(milliseconds=250),
+        backoff_max: timedelta | float = timedelta(seconds=4),
+    ) -> None:
         # Refused here, not when a call hangs: NaN compares false with everything, so it and
         # infinity would pass any later "<=" test and wait without end.
-        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
-            raise InvalidInput(f"max_attempts must be an int, not {self.max_attempts!r}")
-        if not 1 <= self.max_attempts <= 100:
-            raise InvalidInput(f"max_attempts must be from 1 to 100, not {self.max_attempts}")
-        _seconds("timeout", self.timeout, positive=True)
-        _seconds("max_retry_after", self.max_retry_after)
-        _seconds("backoff_initial", self.backoff_initial)
-        _seconds("backoff_max", self.backoff_max)
-
-
-def _seconds(name: str, value: object, *, positive: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidInput(f"{name} must be a number of seconds, not {value!r}")
-    low = "above 0" if positive else "at least 0"
-    if not math.isfinite(value) or not 0 <= value <= MAX_POLICY_SECONDS or (positive and not value):
-        raise InvalidInput(
-            f"{name} must be {low} and at most {MAX_POLICY_SECONDS:g} seconds, not {value!r}"
-        )
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
+            raise InvalidInput(f"max_attempts must be an int, not {max_attempts!r}")
+        if not 1 <= max_attempts <= 100:
+            raise InvalidInput(f"max_attempts must be from 1 to 100, not {max_attempts}")
+        durations = {
+            "timeout": (timeout, False),
+            "max_retry_after": (max_retry_after, True),
+            "backoff_initial": (backoff_initial, True),
+            "backoff_max": (backoff_max, True),
+        }
+        # Frozen: set once, as the generated __init__ would.
+        for name, (value, zero) in durations.items():
+            seconds = seconds_of(value, name, maximum=MAX_POLICY_SECONDS, allow_zero=zero)
+            object.__setattr__(self, name, Seconds(seconds))
+        object.__setattr__(self, "max_attempts", max_attempts)
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,17 @@ prevents (an event the server accepts and then drops) is on the docs' protocol p
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import json
 import math
+import os
 import re
+import warnings
 from collections.abc import Mapping
 from datetime import timedelta
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 __all__ = [
     "EVENT_ENVELOPE_BYTES",
@@ -23,7 +27,10 @@ __all__ = [
     "MAX_JSON_DEPTH",
     "MAX_JSON_INT",
     "MAX_STICKY_MS",
+    "MIN_RESTART_INTERVAL_S",
+    "MIN_SWITCH_DELAY_MS",
     "InvalidInput",
+    "Seconds",
     "check_content",
     "check_delay_id",
     "check_event",
@@ -34,7 +41,11 @@ __all__ = [
     "check_txn_id",
     "coerce_policy",
     "delay_to_ms",
+    "read_seconds",
+    "seconds_of",
     "sticky_to_ms",
+    "switch_delay_ms",
+    "warn_bare_number",
 ]
 
 # Matrix canonical JSON has integers in this range only (the range JavaScript represents
@@ -59,6 +70,13 @@ MAX_CONTENT_BYTES = MAX_EVENT_BYTES - EVENT_ENVELOPE_BYTES
 MAX_JSON_DEPTH = 100
 #: The longest stickiness MSC4354 allows (one hour): a longer-lived presence is sent again.
 MAX_STICKY_MS = 3_600_000
+#: The shortest delay of a dead-man's switch (1 s). Each restart must cross the network and be
+#: answered well within the delay, with room for one retry; over the internet a round trip alone
+#: can take some hundreds of milliseconds. (A one-off delayed event may be as short as 1 ms.)
+MIN_SWITCH_DELAY_MS = 1000
+#: The shortest restart interval (100 ms, ten restarts a second for one switch): shorter ones
+#: only queue up behind each other and the server's rate limit.
+MIN_RESTART_INTERVAL_S = 0.1
 # Room ids, event types and state keys are limited to 255 bytes by the same section.
 _MAX_ID_BYTES = 255
 # A URL library resolves these path segments (also percent-encoded: yarl decodes %2E first),
@@ -72,21 +90,50 @@ class InvalidInput(ValueError):
     """An argument the server must never see. The message says what to fix."""
 
 
-def delay_to_ms(delay: object) -> int:
-    """Whole milliseconds from a ``timedelta`` or an ``int``; refuse anything else."""
-    return _positive_ms(delay, "delay", MAX_JSON_INT)
+def delay_to_ms(delay: object, name: str = "delay") -> int:
+    """Whole milliseconds from a ``timedelta``; a bare int is still read as milliseconds, with a
+    :class:`DeprecationWarning`. Anything else is refused."""
+    ms, bare = _read_ms(delay, name, MAX_JSON_INT)
+    if bare:
+        warn_bare_number(name, ms, "ms")
+    return ms
+
+
+def switch_delay_ms(delay: object) -> int:
+    """The delay of a dead-man's switch, in whole milliseconds: as :func:`delay_to_ms`, and at
+    least :data:`MIN_SWITCH_DELAY_MS` (1 s): a shorter one cannot be kept alive over a network."""
+    ms, bare = _read_ms(delay, "delay", MAX_JSON_INT)
+    if ms < MIN_SWITCH_DELAY_MS:
+        read = f"the bare number {delay!r} is read as milliseconds" if bare else _spelled(ms / 1000)
+        hint = (
+            f"; for {delay} seconds write delay=timedelta(seconds={delay})"
+            if bare
+            else "; write, say, delay=timedelta(seconds=30)"
+        )
+        raise InvalidInput(
+            f"delay is {ms} ms ({read}): a dead-man's switch needs at least "
+            f"{MIN_SWITCH_DELAY_MS // 1000} s, or its restarts cannot cross a network in time"
+            f"{hint}"
+        )
+    if bare:
+        warn_bare_number("delay", ms, "ms")
+    return ms
 
 
 def sticky_to_ms(duration: object) -> int:
-    """Whole milliseconds of stickiness (a ``timedelta`` or an ``int``): positive, at most
-    one hour."""
-    return _positive_ms(duration, "sticky_duration", MAX_STICKY_MS)
+    """Whole milliseconds of stickiness (a ``timedelta``; a bare int is milliseconds,
+    deprecated): positive, at most one hour."""
+    ms, bare = _read_ms(duration, "sticky_duration", MAX_STICKY_MS)
+    if bare:
+        warn_bare_number("sticky_duration", ms, "ms")
+    return ms
 
 
-def _positive_ms(value: object, name: str, maximum: int) -> int:
+def _read_ms(value: object, name: str, maximum: int) -> tuple[int, bool]:
+    """Whole milliseconds, and whether they came from a bare (deprecated) number."""
     if isinstance(value, bool) or not isinstance(value, (int, timedelta)):
         raise InvalidInput(
-            f"{name} must be a datetime.timedelta or an int of milliseconds, "
+            f"{name} must be a datetime.timedelta (or, deprecated, an int of milliseconds), "
             f"not {type(value).__name__}"
         )
     if isinstance(value, timedelta):
@@ -100,7 +147,111 @@ def _positive_ms(value: object, name: str, maximum: int) -> int:
         raise InvalidInput(f"{name} must be positive, got {ms} ms")
     if ms > maximum:
         raise InvalidInput(f"{name} must be at most {maximum} ms, got {ms} ms")
-    return ms
+    return ms, not isinstance(value, timedelta)
+
+
+def seconds_of(
+    value: object,
+    name: str,
+    *,
+    minimum: float = 0.0,
+    maximum: float = math.inf,
+    allow_zero: bool = False,
+) -> float:
+    """Seconds from a ``timedelta``, from ``minimum`` (0 itself only with ``allow_zero``) to
+    ``maximum``; a bare int or float is still read as seconds, with a
+    :class:`DeprecationWarning`. Anything else, NaN and infinity included, is refused."""
+    seconds, bare = read_seconds(
+        value, name, minimum=minimum, maximum=maximum, allow_zero=allow_zero
+    )
+    if bare:
+        warn_bare_number(name, cast(float, value), "s")
+    return seconds
+
+
+def read_seconds(
+    value: object,
+    name: str,
+    *,
+    minimum: float = 0.0,
+    maximum: float = math.inf,
+    allow_zero: bool = False,
+) -> tuple[float, bool]:
+    """As :func:`seconds_of`, without the warning: the seconds and whether they were a bare
+    number (for a caller with further checks, which refuse before they warn)."""
+    if isinstance(value, Seconds):
+        # Read before (dataclasses.replace gives it back): checked again, not warned about.
+        seconds, bare = float(value), False
+    elif isinstance(value, timedelta):
+        seconds, bare = value.total_seconds(), False
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds, bare = float(value), True
+    else:
+        raise InvalidInput(
+            f"{name} must be a datetime.timedelta (or, deprecated, a number of seconds), "
+            f"not {type(value).__name__}"
+        )
+    shown = f"{value!r} s" if bare else f"{value!r}"
+    if not math.isfinite(seconds):
+        raise InvalidInput(f"{name} must be finite, not {shown}")
+    if seconds < minimum or (seconds == 0 and not allow_zero):
+        low = (
+            f"at least {_spelled(minimum)}"
+            if minimum
+            else ("at least 0" if allow_zero else "above 0")
+        )
+        raise InvalidInput(f"{name} must be {low}, not {shown}")
+    if seconds > maximum:
+        raise InvalidInput(f"{name} must be at most {_spelled(maximum)}, not {shown}")
+    return seconds, bare
+
+
+class Seconds(float):
+    """A duration already read, in seconds. Given again (``dataclasses.replace`` passes every
+    field back to the constructor) it is taken as it is, without a deprecation warning."""
+
+    __slots__ = ()
+
+
+def warn_bare_number(name: str, value: float, unit: str) -> None:
+    """Say that a bare number was read as ``unit`` (``"ms"`` or ``"s"``), and what to write."""
+    seconds = value / 1000 if unit == "ms" else value
+    warnings.warn(
+        f"{name}={value!r} is read as {value!r} {unit}: a bare number is deprecated and will be "
+        f"refused in 1.0; write {name}={_spelled(seconds)}",
+        DeprecationWarning,
+        stacklevel=_caller_level(),
+    )
+
+
+def _spelled(seconds: float) -> str:
+    """The ``timedelta(...)`` that reads best for ``seconds``."""
+    for unit, size in (("hours", 3600), ("minutes", 60), ("seconds", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"timedelta({unit}={int(seconds // size)})"
+    ms = seconds * 1000
+    if seconds < 1 and ms == int(ms):
+        return f"timedelta(milliseconds={int(ms)})"
+    return f"timedelta(seconds={seconds:g})"
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` that names the caller's line, not ours: frames of this package (and
+    of ``contextlib``, which runs ``dead_mans_switch``) are skipped; a coroutine's frame
+    leads to the one awaiting it."""
+    level = 2  # warnings.warn is called from warn_bare_number, which this one answers
+    frame = inspect.currentframe()
+    frame = frame.f_back.f_back if frame and frame.f_back else None
+    while frame is not None and (
+        frame.f_code.co_filename.startswith(_PACKAGE_DIR)
+        or frame.f_code.co_filename == contextlib.__file__
+    ):
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 def coerce_policy(enum_cls: type[_P], value: object, name: str) -> _P:

@@ -15,6 +15,7 @@ import asyncio
 import json
 import signal
 import sys
+from datetime import timedelta
 
 from nio_delayed import DelayedAsyncClient, ExitPolicy, ServerLimits, SwitchEvent
 
@@ -47,13 +48,17 @@ async def main(
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, manager.close_soon)
     if not count:
         await manager.add(
-            room_id, "m.room.message", OFFLINE, delay=int(delay), on_exit=ExitPolicy.CANCEL
+            room_id,
+            "m.room.message",
+            OFFLINE,
+            delay=timedelta(milliseconds=int(delay)),
+            on_exit=ExitPolicy.CANCEL,
         )
     else:
         switches = [
             await manager.add(
-                room_id, "m.room.message", OFFLINE, delay=int(delay), key=str(n),
-                on_exit=ExitPolicy.CANCEL,
+                room_id, "m.room.message", OFFLINE, delay=timedelta(milliseconds=int(delay)),
+                key=str(n), on_exit=ExitPolicy.CANCEL,
             )
             for n in range(int(count))
         ]  # fmt: skip

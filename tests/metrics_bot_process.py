@@ -13,6 +13,7 @@ import asyncio
 import json
 import signal
 import sys
+from datetime import timedelta
 
 from prometheus_client import CollectorRegistry, start_http_server
 
@@ -32,7 +33,12 @@ async def main(url: str, user_id: str, token: str, room_id: str, count: str) -> 
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, manager.close_soon)
     for n in range(int(count)):
         await manager.add(
-            room_id, "m.room.message", OFFLINE, delay=60_000, key=str(n), on_exit=ExitPolicy.CANCEL
+            room_id,
+            "m.room.message",
+            OFFLINE,
+            delay=timedelta(minutes=1),
+            key=str(n),
+            on_exit=ExitPolicy.CANCEL,
         )
     server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
     print(json.dumps({"metrics_port": server.server_port}), flush=True)

@@ -8,6 +8,7 @@ import gzip
 import json
 import math
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -315,7 +316,9 @@ async def test_a_retry_loop_reads_any_retry_after_and_never_hangs(
         sent.append(timeout)
         return HttpAnswer(429, b"slow down", retry_after)
 
-    policy = RequestPolicy(timeout=1, max_attempts=3, max_retry_after=0.05)
+    policy = RequestPolicy(
+        timeout=timedelta(seconds=1), max_attempts=3, max_retry_after=timedelta(milliseconds=50)
+    )
     outcome = await asyncio.wait_for(
         send_with_retries(sender, versions_request(), policy), timeout=5
     )

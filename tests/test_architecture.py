@@ -213,7 +213,10 @@ def test_the_package_keeps_its_layers(rule: Callable[[list[Import]], list[str]])
 
 def test_the_graph_is_read_from_the_source() -> None:
     edges = package_imports()
-    assert Import(CLIENT, KEEPALIVE, ("DeadMansSwitch", "KeepAliveManager")) in edges
+    assert any(
+        edge.source == CLIENT and edge.target == KEEPALIVE and "KeepAliveManager" in edge.names
+        for edge in edges
+    )
     assert Import(f"{KEEPALIVE}.manager", f"{KEEPALIVE}.ports", ("KeepAliveClient",)) in edges
     assert Import(CLIENT, f"{CLIENT_PARTS}.calls", ("DelayedCalls",)) in edges
     assert Import(f"{RTC}.ports", KEEPALIVE, ("KeepAliveManager",)) in edges

@@ -130,7 +130,8 @@ async def test_bad_input_is_refused_with_a_clear_message(room: Room, env_for, ca
     env_for(room)
     schedule = ["schedule", "--room", room.room_id, "--type", "m.room.message"]
     for args, says in [
-        ([*schedule, "--content", CONTENT, "--delay", "0"], "a duration must be positive"),
+        ([*schedule, "--content", CONTENT, "--delay", "0s"], "a duration must be positive"),
+        ([*schedule, "--content", CONTENT, "--delay", "30"], "'30' has no unit: write 30s"),
         ([*schedule, "--content", CONTENT, "--delay", "soon"], "is not a duration"),
         ([*schedule, "--content", "{not json", "--delay", "1s"], "content is not valid JSON"),
         ([*schedule, "--content", "[1]", "--delay", "1s"], "content must be a JSON object"),
@@ -318,7 +319,7 @@ def test_devserver_command_prints_export_lines_a_shell_can_paste() -> None:
 @pytest.mark.synapse
 def test_demo_runs_the_whole_story() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "nio_delayed", "demo", "--alive", "3"],
+        [sys.executable, "-m", "nio_delayed", "demo", "--alive", "3s"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -41,7 +41,12 @@ DELAY_ID = "syd_abcdefghijklmnopqrst"
 UNSTABLE = f"{HS}/_matrix/client/unstable/org.matrix.msc4140"
 VERSIONS = f"{HS}/_matrix/client/versions"
 CAPABILITIES = f"{HS}/_matrix/client/v3/capabilities"
-FAST = RequestPolicy(timeout=1, max_attempts=3, backoff_initial=0.01, backoff_max=0.02)
+FAST = RequestPolicy(
+    timeout=timedelta(seconds=1),
+    max_attempts=3,
+    backoff_initial=timedelta(milliseconds=10),
+    backoff_max=timedelta(milliseconds=20),
+)
 
 
 @pytest.fixture
@@ -108,11 +113,13 @@ async def test_server_that_does_not_advertise_gets_no_delayed_request(
     client: DelayedAsyncClient, http: aioresponses
 ) -> None:
     advertise(http, {"org.matrix.msc4140": False})
-    resp = await client.room_send_delayed(ROOM, "m.room.message", {"body": "x"}, 1000)
+    resp = await client.room_send_delayed(
+        ROOM, "m.room.message", {"body": "x"}, timedelta(seconds=1)
+    )
     assert isinstance(resp, RoomSendDelayedError)
     assert resp.kind is ErrorKind.UNSUPPORTED
     assert "does not advertise" in resp.message
-    state = await client.room_put_state_delayed(ROOM, "m.room.topic", {}, 1000)
+    state = await client.room_put_state_delayed(ROOM, "m.room.topic", {}, timedelta(seconds=1))
     assert isinstance(state, RoomPutStateDelayedError)
     assert state.kind is ErrorKind.UNSUPPORTED
     assert {method for method, _ in calls(http)} == {"GET"}  # nothing was PUT
@@ -126,7 +133,7 @@ async def test_capability_with_max_delay_zero_is_unsupported(
     assert isinstance(support, DelayedEventsSupportResponse)
     assert not support.supported
     assert "turned off" in support.reason
-    resp = await client.room_send_delayed(ROOM, "m.room.message", {}, 1000)
+    resp = await client.room_send_delayed(ROOM, "m.room.message", {}, timedelta(seconds=1))
     assert resp.kind is ErrorKind.UNSUPPORTED  # type: ignore[union-attr]
     assert not events_sent(http)
 
@@ -136,7 +143,9 @@ async def test_answer_with_event_id_and_no_delay_id_means_it_was_sent_at_once(
 ) -> None:
     legacy_server(http)
     http.put(re.compile(r".*/send/m\.room\.message/.*"), payload={"event_id": "$sent"})
-    resp = await client.room_send_delayed(ROOM, "m.room.message", {"body": "x"}, 1000)
+    resp = await client.room_send_delayed(
+        ROOM, "m.room.message", {"body": "x"}, timedelta(seconds=1)
+    )
     assert isinstance(resp, RoomSendDelayedError)
     assert resp.kind is ErrorKind.SENT_IMMEDIATELY
     assert "$sent" in resp.message
@@ -147,7 +156,7 @@ async def test_answer_without_delay_id_is_an_error(
 ) -> None:
     legacy_server(http)
     http.put(re.compile(r".*/send/.*"), payload={})
-    resp = await client.room_send_delayed(ROOM, "m.room.message", {}, 1000)
+    resp = await client.room_send_delayed(ROOM, "m.room.message", {}, timedelta(seconds=1))
     assert resp.kind is ErrorKind.SERVER_ERROR  # type: ignore[union-attr]
 
 
@@ -156,7 +165,7 @@ async def test_non_json_success_body_is_an_error(
 ) -> None:
     legacy_server(http)
     http.put(re.compile(r".*/send/.*"), body="<html>ok</html>", content_type="text/html")
-    resp = await client.room_send_delayed(ROOM, "m.room.message", {}, 1000)
+    resp = await client.room_send_delayed(ROOM, "m.room.message", {}, timedelta(seconds=1))
     assert isinstance(resp, RoomSendDelayedError)
     assert resp.kind is ErrorKind.SERVER_ERROR
     assert resp.http_status == 200
@@ -168,7 +177,9 @@ async def test_encrypted_room_without_e2e_support_is_refused_and_nothing_is_sent
     legacy_server(http)
     client.rooms[ROOM] = MatrixRoom(ROOM, client.user_id, encrypted=True)
     assert client.olm is None  # no store: this client cannot encrypt
-    resp = await client.room_send_delayed(ROOM, "m.room.message", {"body": "secret"}, 1000)
+    resp = await client.room_send_delayed(
+        ROOM, "m.room.message", {"body": "secret"}, timedelta(seconds=1)
+    )
     assert isinstance(resp, RoomSendDelayedError)
     assert resp.kind is ErrorKind.UNSUPPORTED
     assert "nio-delayed[e2e]" in resp.message
@@ -183,12 +194,16 @@ async def test_a_room_the_client_has_not_synced_is_checked_for_encryption_first(
         payload={"type": "m.room.encryption", "content": {"algorithm": "m.megolm.v1.aes-sha2"}},
     )
     legacy_server(http)
-    resp = await client.room_send_delayed("!secret:hs.example", "m.room.message", {"body": "x"}, 1)
+    resp = await client.room_send_delayed(
+        "!secret:hs.example", "m.room.message", {"body": "x"}, timedelta(milliseconds=1)
+    )
     assert isinstance(resp, RoomSendDelayedError)
     assert resp.kind is ErrorKind.UNSUPPORTED
     assert not events_sent(http)
     # Encryption stays on once on: the answer is kept, and asked no more.
-    again = await client.room_send_delayed("!secret:hs.example", "m.room.message", {"body": "x"}, 1)
+    again = await client.room_send_delayed(
+        "!secret:hs.example", "m.room.message", {"body": "x"}, timedelta(milliseconds=1)
+    )
     assert isinstance(again, RoomSendDelayedError)
     assert len([url for _, url in calls(http, "GET") if "m.room.encryption" in str(url)]) == 1
 
@@ -198,7 +213,9 @@ async def test_an_answer_about_encryption_that_is_not_an_event_sends_nothing(
 ) -> None:
     http.get(re.compile(r".*odd.*/state/.*"), payload={"not": "an event"})
     legacy_server(http)
-    resp = await client.room_send_delayed("!odd:hs.example", "m.room.message", {"body": "x"}, 1)
+    resp = await client.room_send_delayed(
+        "!odd:hs.example", "m.room.message", {"body": "x"}, timedelta(milliseconds=1)
+    )
     assert isinstance(resp, RoomSendDelayedError)
     assert resp.kind is ErrorKind.SERVER_ERROR
     assert "encrypted" in resp.message
@@ -209,16 +226,22 @@ async def test_invalid_input_is_refused_without_any_request(
     client: DelayedAsyncClient, http: aioresponses
 ) -> None:
     for resp in [
-        await client.room_send_delayed("#alias:x", "m.room.message", {}, 1000),
-        await client.room_send_delayed(ROOM, "", {}, 1000),
-        await client.room_send_delayed(ROOM, "m.room.message", {"x": {1}}, 1000),  # type: ignore[dict-item]
-        await client.room_send_delayed(ROOM, "m.room.message", {}, 1000, tx_id=""),
-        await client.room_put_state_delayed(ROOM, "m.room.topic", {}, 1000, state_key=None),  # type: ignore[arg-type]
+        await client.room_send_delayed("#alias:x", "m.room.message", {}, timedelta(seconds=1)),
+        await client.room_send_delayed(ROOM, "", {}, timedelta(seconds=1)),
+        await client.room_send_delayed(ROOM, "m.room.message", {"x": {1}}, timedelta(seconds=1)),  # type: ignore[dict-item]
+        await client.room_send_delayed(ROOM, "m.room.message", {}, timedelta(seconds=1), tx_id=""),
+        await client.room_put_state_delayed(
+            ROOM, "m.room.topic", {}, timedelta(seconds=1), state_key=None
+        ),  # type: ignore[arg-type]
         await client.restart_delayed_event(""),
         await client.get_delayed_event("a b"),
-        await client.room_send_delayed(ROOM, "m.room message", {}, 1000),
-        await client.room_send_delayed(ROOM, "m.room.message", {"big": "x" * 70_000}, 1000),
-        await client.room_put_state_delayed(ROOM, "m.room.topic", {}, 1000, state_key="a\nb"),
+        await client.room_send_delayed(ROOM, "m.room message", {}, timedelta(seconds=1)),
+        await client.room_send_delayed(
+            ROOM, "m.room.message", {"big": "x" * 70_000}, timedelta(seconds=1)
+        ),
+        await client.room_put_state_delayed(
+            ROOM, "m.room.topic", {}, timedelta(seconds=1), state_key="a\nb"
+        ),
         await client.room_send_delayed(ROOM, "m.room.message", {}, timedelta(hours=-1)),
     ]:
         assert resp.kind is ErrorKind.INVALID, resp  # type: ignore[union-attr]
@@ -229,7 +252,9 @@ async def test_delay_above_known_maximum_is_refused_before_sending(
     client: DelayedAsyncClient, http: aioresponses
 ) -> None:
     legacy_server(http, {"max_delay_ms": 60_000, "max_scheduled": 10})
-    resp = await client.room_send_delayed(ROOM, "m.room.message", {}, 60_001)
+    resp = await client.room_send_delayed(
+        ROOM, "m.room.message", {}, timedelta(seconds=60, milliseconds=1)
+    )
     assert isinstance(resp, RoomSendDelayedError)
     assert resp.kind is ErrorKind.DELAY_TOO_LARGE
     assert resp.max_delay_ms == 60_000
@@ -280,7 +305,9 @@ async def test_unstable_flag_with_scheduling_endpoint_chooses_merged_msc(
     support = await client.delayed_events_support()
     assert isinstance(support, DelayedEventsSupportResponse)
     assert support.dialect is Dialect.UNSTABLE
-    resp = await client.room_send_delayed(ROOM, "m.room.message", {"b": 1}, 5000, tx_id="t1")
+    resp = await client.room_send_delayed(
+        ROOM, "m.room.message", {"b": 1}, timedelta(seconds=5), tx_id="t1"
+    )
     assert isinstance(resp, RoomSendDelayedResponse), resp
     assert resp.delay_id == DELAY_ID
 
@@ -304,7 +331,7 @@ async def test_probe_failure_is_an_error_and_not_cached(
     support = await client.delayed_events_support()
     assert isinstance(support, DelayedEventsSupportError)
     assert support.kind is ErrorKind.SERVER_ERROR
-    resp = await client.room_send_delayed(ROOM, "m.room.message", {}, 1000)
+    resp = await client.room_send_delayed(ROOM, "m.room.message", {}, timedelta(seconds=1))
     assert resp.kind is ErrorKind.SERVER_ERROR  # type: ignore[union-attr]
     assert "could not learn" in resp.message  # type: ignore[union-attr]
     assert len(sent(http, "GET", VERSIONS)) == 2  # asked again, not cached
@@ -400,7 +427,7 @@ async def test_long_rate_limit_hint_is_returned_at_once(
         headers={"Retry-After": "1200"},
     )
     started = time.monotonic()
-    resp = await client.room_send_delayed(ROOM, "m.room.message", {}, 1000)
+    resp = await client.room_send_delayed(ROOM, "m.room.message", {}, timedelta(seconds=1))
     assert isinstance(resp, RoomSendDelayedError)
     assert (resp.kind, resp.retry_after_ms) == (ErrorKind.RATE_LIMITED, 1_200_000)
     assert time.monotonic() - started < 5  # never sat in a 20-minute wait
@@ -424,7 +451,9 @@ async def test_timeouts_retry_messages_with_the_same_transaction_id(
 ) -> None:
     legacy_server(http)
     http.put(re.compile(r".*/send/.*"), exception=asyncio.TimeoutError(), repeat=True)
-    resp = await client.room_send_delayed(ROOM, "m.room.message", {}, 1000, tx_id="txn-1")
+    resp = await client.room_send_delayed(
+        ROOM, "m.room.message", {}, timedelta(seconds=1), tx_id="txn-1"
+    )
     assert isinstance(resp, RoomSendDelayedError)
     assert resp.kind is ErrorKind.NETWORK
     urls = [url for method, url in calls(http, "PUT") if "/send/" in str(url)]
@@ -437,7 +466,7 @@ async def test_legacy_state_event_is_never_retried_after_an_unanswered_attempt(
 ) -> None:
     legacy_server(http)
     http.put(re.compile(r".*/state/.*"), exception=asyncio.TimeoutError(), repeat=True)
-    resp = await client.room_put_state_delayed(ROOM, "m.room.topic", {}, 1000)
+    resp = await client.room_put_state_delayed(ROOM, "m.room.topic", {}, timedelta(seconds=1))
     assert isinstance(resp, RoomPutStateDelayedError)
     assert resp.kind is ErrorKind.NETWORK
     # /state has no transaction id: a second attempt could schedule a second event.

@@ -116,12 +116,18 @@ async def test_a_delayed_message_is_encrypted_then_decrypted_by_the_receiver(
     body = "encrypted, and late"
     content = {"msgtype": "m.text", "body": body}
     # As with room_send: the watcher's device is unverified, so nothing goes without consent.
-    refused = await room.bot.room_send_delayed(room.room_id, "m.room.message", content, 1500)
+    refused = await room.bot.room_send_delayed(
+        room.room_id, "m.room.message", content, timedelta(seconds=1.5)
+    )
     assert isinstance(refused, RoomSendDelayedError)
     assert refused.kind is ErrorKind.ENCRYPTION
     assert "ignore_unverified_devices=True" in refused.message
     resp = await room.bot.room_send_delayed(
-        room.room_id, "m.room.message", content, 1500, ignore_unverified_devices=True
+        room.room_id,
+        "m.room.message",
+        content,
+        timedelta(seconds=1.5),
+        ignore_unverified_devices=True,
     )
     assert isinstance(resp, RoomSendDelayedResponse), str(resp)
     assert resp.encrypted
@@ -148,7 +154,11 @@ async def test_a_member_who_joins_after_scheduling_cannot_decrypt_it(
     try:
         content = {"msgtype": "m.text", "body": "before you came"}
         resp = await room.bot.room_send_delayed(
-            room.room_id, "m.room.message", content, 3000, ignore_unverified_devices=True
+            room.room_id,
+            "m.room.message",
+            content,
+            timedelta(seconds=3),
+            ignore_unverified_devices=True,
         )
         assert isinstance(resp, RoomSendDelayedResponse), str(resp)
         invited = await room.bot.room_invite(room.room_id, late_user.user_id)
@@ -171,7 +181,7 @@ async def test_an_encrypted_switch_fires_readably_and_a_restarted_bot_replaces_i
         room.room_id,
         "m.room.message",
         offline,
-        delay=20_000,
+        delay=timedelta(seconds=20),
         on_exit=ExitPolicy.KEEP,
         ignore_unverified_devices=True,
     )
@@ -182,7 +192,7 @@ async def test_an_encrypted_switch_fires_readably_and_a_restarted_bot_replaces_i
         room.room_id,
         "m.room.message",
         offline,
-        delay=20_000,
+        delay=timedelta(seconds=20),
         on_exit=ExitPolicy.SEND,
         ignore_unverified_devices=True,
     )
@@ -203,7 +213,11 @@ async def test_the_bot_awaits_its_encrypted_reminder_through_its_own_decrypted_s
     room = encrypted_room
     content = {"msgtype": "m.text", "body": "encrypted reminder"}
     resp = await room.bot.room_send_delayed(
-        room.room_id, "m.room.message", content, 1500, ignore_unverified_devices=True
+        room.room_id,
+        "m.room.message",
+        content,
+        timedelta(milliseconds=1500),
+        ignore_unverified_devices=True,
     )
     assert isinstance(resp, RoomSendDelayedResponse), str(resp)
     syncing = asyncio.create_task(room.bot.sync_forever(timeout=1000))

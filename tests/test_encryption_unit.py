@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,9 @@ async def e2e_client(tmp_path: Path) -> AsyncIterator[DelayedAsyncClient]:
         HS, "@bot:hs.example", "DEV", store_path=str(tmp_path), config=config
     )
     client.restore_login("@bot:hs.example", "DEV", "token")
-    client.delayed_events_policy = RequestPolicy(timeout=0.1, max_attempts=1)
+    client.delayed_events_policy = RequestPolicy(
+        timeout=timedelta(milliseconds=100), max_attempts=1
+    )
     assert client.olm is not None
     yield client
     await client.close()
@@ -52,7 +55,9 @@ async def test_a_key_share_that_hangs_is_bounded_and_leaves_the_room_usable(
     monkeypatch.setattr(type(client), "should_query_keys", property(lambda _: False))
     with aioresponses() as http:
         legacy_server(http)
-        resp = await client.room_send_delayed(ROOM, "m.room.message", {"body": "x"}, 1000)
+        resp = await client.room_send_delayed(
+            ROOM, "m.room.message", {"body": "x"}, timedelta(seconds=1)
+        )
     assert isinstance(resp, RoomSendDelayedError)
     assert resp.kind is ErrorKind.NETWORK
     assert "timed out" in resp.message
@@ -69,7 +74,9 @@ async def test_an_encrypted_room_the_client_has_not_synced_asks_for_a_sync(
             payload={"type": "m.room.encryption", "content": {"algorithm": "m.megolm.v1.aes-sha2"}},
         )
         legacy_server(http)
-        resp = await e2e_client.room_send_delayed(ROOM, "m.room.message", {"body": "x"}, 1000)
+        resp = await e2e_client.room_send_delayed(
+            ROOM, "m.room.message", {"body": "x"}, timedelta(seconds=1)
+        )
     assert isinstance(resp, RoomSendDelayedError)
     assert resp.kind is ErrorKind.ENCRYPTION
     assert "sync first" in resp.message

@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -57,7 +58,9 @@ async def test_quickstart_demo_on_the_older_generation() -> None:
 
 async def test_scheduled_events_survive_a_synapse_restart(room: Room) -> None:
     content = {"msgtype": "m.text", "body": "x"}
-    resp = await room.bot.room_send_delayed(room.room_id, "m.room.message", content, 60_000)
+    resp = await room.bot.room_send_delayed(
+        room.room_id, "m.room.message", content, timedelta(minutes=1)
+    )
     assert isinstance(resp, RoomSendDelayedResponse), str(resp)
     old_pid = room.server.pid
     room.server.restart()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import pytest
 
@@ -43,12 +44,16 @@ async def server(request: pytest.FixtureRequest) -> AsyncIterator[FakeHomeserver
 @pytest.fixture
 async def client(server: FakeHomeserver) -> AsyncIterator[DelayedAsyncClient]:
     client = await fake_client(server)
-    client.delayed_events_policy = RequestPolicy(timeout=2, backoff_initial=0.01)
+    client.delayed_events_policy = RequestPolicy(
+        timeout=timedelta(seconds=2), backoff_initial=timedelta(milliseconds=10)
+    )
     yield client
     await client.close()
 
 
-async def schedule(client: DelayedAsyncClient, delay: int = 60_000) -> RoomSendDelayedResponse:
+async def schedule(
+    client: DelayedAsyncClient, delay: timedelta = timedelta(minutes=1)
+) -> RoomSendDelayedResponse:
     resp = await client.room_send_delayed(ROOM, "m.room.message", TEXT, delay)
     assert isinstance(resp, RoomSendDelayedResponse), resp
     return resp
@@ -76,7 +81,7 @@ async def test_stable_is_preferred_when_both_are_advertised() -> None:
 async def test_message_fires_after_its_delay(
     client: DelayedAsyncClient, server: FakeHomeserver
 ) -> None:
-    resp = await schedule(client, 300)
+    resp = await schedule(client, timedelta(milliseconds=300))
     assert server.room_events == []
     await asyncio.sleep(0.6)
     [event] = server.room_events
@@ -90,7 +95,9 @@ async def test_message_fires_after_its_delay(
 async def test_state_event_with_empty_state_key(
     client: DelayedAsyncClient, server: FakeHomeserver
 ) -> None:
-    resp = await client.room_put_state_delayed(ROOM, "m.room.topic", {"topic": "bye"}, 100)
+    resp = await client.room_put_state_delayed(
+        ROOM, "m.room.topic", {"topic": "bye"}, timedelta(milliseconds=100)
+    )
     assert isinstance(resp, RoomPutStateDelayedResponse), resp
     await asyncio.sleep(0.3)
     [event] = server.room_events
@@ -100,7 +107,7 @@ async def test_state_event_with_empty_state_key(
 async def test_restart_keeps_it_from_firing(
     client: DelayedAsyncClient, server: FakeHomeserver
 ) -> None:
-    resp = await schedule(client, 300)
+    resp = await schedule(client, timedelta(milliseconds=300))
     for _ in range(5):
         await asyncio.sleep(0.15)
         assert isinstance(
@@ -171,8 +178,12 @@ async def test_listing_follows_pagination(
 
 
 async def test_transaction_id_replay_gives_the_same_delay_id(client: DelayedAsyncClient) -> None:
-    first = await client.room_send_delayed(ROOM, "m.room.message", TEXT, 5000, tx_id="once")
-    again = await client.room_send_delayed(ROOM, "m.room.message", TEXT, 5000, tx_id="once")
+    first = await client.room_send_delayed(
+        ROOM, "m.room.message", TEXT, timedelta(seconds=5), tx_id="once"
+    )
+    again = await client.room_send_delayed(
+        ROOM, "m.room.message", TEXT, timedelta(seconds=5), tx_id="once"
+    )
     assert isinstance(first, RoomSendDelayedResponse)
     assert isinstance(again, RoomSendDelayedResponse)
     assert first.delay_id == again.delay_id
@@ -184,7 +195,9 @@ async def test_server_maximum_delay_is_enforced(server: FakeHomeserver) -> None:
     try:
         await client.delayed_events_support()
         server.max_delay_ms = 1000
-        resp = await client.room_send_delayed(ROOM, "m.room.message", TEXT, 1001)
+        resp = await client.room_send_delayed(
+            ROOM, "m.room.message", TEXT, timedelta(seconds=1, milliseconds=1)
+        )
         assert isinstance(resp, RoomSendDelayedError)
         assert (resp.kind, resp.max_delay_ms, resp.http_status) == (
             ErrorKind.DELAY_TOO_LARGE,
@@ -199,8 +212,8 @@ async def test_too_many_scheduled_is_rate_limited_with_the_retry_hint(
     client: DelayedAsyncClient,
 ) -> None:
     for _ in range(30):
-        await schedule(client, 120_000)
-    resp = await client.room_send_delayed(ROOM, "m.room.message", TEXT, 1000)
+        await schedule(client, timedelta(minutes=2))
+    resp = await client.room_send_delayed(ROOM, "m.room.message", TEXT, timedelta(seconds=1))
     assert isinstance(resp, RoomSendDelayedError)
     assert resp.kind is ErrorKind.RATE_LIMITED
     assert resp.retry_after_ms is not None
@@ -223,7 +236,7 @@ async def test_slow_answers_time_out_within_the_policy(
     resp = await schedule(client)
     server.inject(Fault(path_contains="/cancel", latency=1.0, times=None))
     cancelled = await client.cancel_delayed_event(
-        resp.delay_id, policy=RequestPolicy(timeout=0.2, max_attempts=3)
+        resp.delay_id, policy=RequestPolicy(timeout=timedelta(milliseconds=200), max_attempts=3)
     )
     assert isinstance(cancelled, UpdateDelayedEventError)
     assert cancelled.kind is ErrorKind.NETWORK
@@ -236,8 +249,12 @@ async def test_a_server_without_the_feature_never_receives_a_delayed_event() -> 
     async with FakeHomeserver(delayed_events=False) as fake:
         client = await fake_client(fake)
         try:
-            resp = await client.room_send_delayed(ROOM, "m.room.message", TEXT, 60_000)
-            state = await client.room_put_state_delayed(ROOM, "m.room.topic", {}, 60_000)
+            resp = await client.room_send_delayed(
+                ROOM, "m.room.message", TEXT, timedelta(minutes=1)
+            )
+            state = await client.room_put_state_delayed(
+                ROOM, "m.room.topic", {}, timedelta(minutes=1)
+            )
         finally:
             await client.close()
     assert resp.kind is ErrorKind.UNSUPPORTED  # type: ignore[union-attr]

@@ -85,7 +85,9 @@ async def make_env(fake_clock: bool, limits: ServerLimits | None = None) -> Asyn
     clock = FakeClock() if fake_clock else None
     async with FakeHomeserver(clock=clock) as server:
         client = await fake_client(server)
-        manager = KeepAliveManager(client, clock=clock, seed=1, request_timeout=5, limits=limits)
+        manager = KeepAliveManager(
+            client, clock=clock, seed=1, request_timeout=timedelta(seconds=5), limits=limits
+        )
         env = Env(server, client, manager, clock)
         manager.on_event(env.events.append)
         try:
@@ -287,7 +289,7 @@ async def test_a_restart_that_reaches_the_server_after_the_deadline_is_a_fire(
 
 
 async def test_a_reminder_can_be_awaited_until_the_sync_shows_it_sent(env: Env) -> None:
-    resp = await env.client.room_send_delayed(ROOM, "m.room.message", OFFLINE, 60_000)
+    resp = await env.client.room_send_delayed(ROOM, "m.room.message", OFFLINE, timedelta(minutes=1))
     assert isinstance(resp, RoomSendDelayedResponse)
     waiting = asyncio.ensure_future(
         env.client.delayed_event_sent(resp.delay_id, timeout=timedelta(seconds=30))
@@ -312,7 +314,7 @@ async def test_a_reminder_can_be_awaited_until_the_sync_shows_it_sent(env: Env) 
 
 
 async def test_a_reminder_not_seen_in_time_is_a_typed_not_seen_error(env: Env) -> None:
-    resp = await env.client.room_send_delayed(ROOM, "m.room.message", OFFLINE, 60_000)
+    resp = await env.client.room_send_delayed(ROOM, "m.room.message", OFFLINE, timedelta(minutes=1))
     assert isinstance(resp, RoomSendDelayedResponse)
     error = await env.client.delayed_event_sent(resp.delay_id, timeout=timedelta(seconds=0.05))
     assert isinstance(error, DelayedEventSentError)

@@ -3,6 +3,7 @@ INVALID and sends nothing; hostile answers give typed errors with no secret in t
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -40,13 +41,16 @@ async def test_hostile_input_is_invalid_and_sends_nothing(fake: FakeHomeserver) 
     client = await fake_client(fake)
     try:
         calls = [
-            client.room_send_delayed("!r:fake", "m.t", content, 5000) for content in HOSTILE_CONTENT
+            client.room_send_delayed("!r:fake", "m.t", content, timedelta(seconds=5))
+            for content in HOSTILE_CONTENT
         ]
         calls += [
-            client.room_send_delayed("!r:fake", "..", {}, 5000),
-            client.room_send_delayed("!r:fake", "m.t", {}, 5000, tx_id="."),
-            client.room_put_state_delayed("!r:fake", "m.t", {}, 5000, state_key=".."),
-            client.room_put_state_delayed("!r" + LONE_SURROGATE, "m.t", {}, 5000),
+            client.room_send_delayed("!r:fake", "..", {}, timedelta(seconds=5)),
+            client.room_send_delayed("!r:fake", "m.t", {}, timedelta(seconds=5), tx_id="."),
+            client.room_put_state_delayed(
+                "!r:fake", "m.t", {}, timedelta(seconds=5), state_key=".."
+            ),
+            client.room_put_state_delayed("!r" + LONE_SURROGATE, "m.t", {}, timedelta(seconds=5)),
             client.restart_delayed_event(".."),
             client.get_delayed_event(LONE_SURROGATE),
         ]
@@ -74,7 +78,9 @@ async def test_any_content_is_scheduled_or_refused_as_invalid(value: Any) -> Non
     async with FakeHomeserver() as server:
         client = await fake_client(server)
         try:
-            result = await client.room_send_delayed("!r:fake", "m.t", {"v": value}, 5000)
+            result = await client.room_send_delayed(
+                "!r:fake", "m.t", {"v": value}, timedelta(seconds=5)
+            )
         finally:
             await client.close()
     if isinstance(result, RoomSendDelayedError):
@@ -88,7 +94,9 @@ async def _schedule(server: FakeHomeserver) -> object:
     """One delayed message, as a fresh client schedules it."""
     client = await fake_client(server)
     try:
-        return await client.room_send_delayed("!r:fake", "m.t", {"text": "private"}, 5000)
+        return await client.room_send_delayed(
+            "!r:fake", "m.t", {"text": "private"}, timedelta(seconds=5)
+        )
     finally:
         await client.close()
 
@@ -131,7 +139,7 @@ async def test_secrets_a_server_echoes_stay_out_of_errors(fake: FakeHomeserver) 
     client = await fake_client(fake)
     token = client.access_token
     try:
-        scheduled = await client.room_send_delayed("!r:fake", "m.t", {}, 5000)
+        scheduled = await client.room_send_delayed("!r:fake", "m.t", {}, timedelta(seconds=5))
         assert isinstance(scheduled, RoomSendDelayedResponse)
         delay_id = str(scheduled.delay_id)
         echo = f"bad token {token} for {delay_id}"
@@ -155,10 +163,10 @@ async def test_a_policy_given_as_its_value_works_as_that_policy(fake: FakeHomese
     client = await fake_client(fake)
     manager = KeepAliveManager(client)
     try:
-        switch = await manager.add("!r:fake", "m.t", {}, delay=60_000, on_exit="send")  # type: ignore[arg-type]
+        switch = await manager.add("!r:fake", "m.t", {}, delay=timedelta(minutes=1), on_exit="send")  # type: ignore[arg-type]
         assert switch.on_exit is ExitPolicy.SEND
         with pytest.raises(InvalidInput, match="on_exit"):
-            await manager.add("!r:fake", "m.u", {}, delay=60_000, on_exit="sent")  # type: ignore[arg-type]
+            await manager.add("!r:fake", "m.u", {}, delay=timedelta(minutes=1), on_exit="sent")  # type: ignore[arg-type]
     finally:
         await manager.close()
         await client.close()
@@ -181,7 +189,7 @@ async def test_a_request_reaches_the_endpoint_it_means_or_is_refused(
         client = await fake_client(server)
         try:
             result = await client.room_put_state_delayed(
-                room_id, event_type, {}, 5000, state_key=state_key
+                room_id, event_type, {}, timedelta(seconds=5), state_key=state_key
             )
         finally:
             await client.close()

@@ -307,5 +307,15 @@ def test_request_policies_that_could_hang_a_call_are_refused(fields: dict[str, A
 
 def test_ordinary_request_policies_are_accepted() -> None:
     RequestPolicy()
-    RequestPolicy(timeout=0.1, max_attempts=1, max_retry_after=0, backoff_initial=0)
-    RequestPolicy(timeout=3600, max_attempts=100, max_retry_after=3600, backoff_max=3600)
+    RequestPolicy(
+        timeout=timedelta(milliseconds=100),
+        max_attempts=1,
+        max_retry_after=timedelta(0),
+        backoff_initial=timedelta(0),
+    )
+    RequestPolicy(
+        timeout=timedelta(hours=1),
+        max_attempts=100,
+        max_retry_after=timedelta(hours=1),
+        backoff_max=timedelta(hours=1),
+    )

@@ -83,7 +83,9 @@ async def env() -> AsyncIterator[Env]:
     clock = FakeClock()
     async with FakeHomeserver(clock=clock, stable=True, unstable=False) as server:
         client = await fake_client(server)
-        manager = KeepAliveManager(client, clock=clock, seed=1, request_timeout=5)
+        manager = KeepAliveManager(
+            client, clock=clock, seed=1, request_timeout=timedelta(seconds=5)
+        )
         environment = Env(clock, server, client, manager)
         manager.on_event(environment.events.append)
         yield environment
@@ -91,9 +93,10 @@ async def env() -> AsyncIterator[Env]:
         await client.close()
 
 
-async def add(env: Env, delay: float = 30, **options: Any) -> DeadMansSwitch:
+async def add(env: Env, **options: Any) -> DeadMansSwitch:
+    """A message switch of 30 s."""
     return await env.manager.add(
-        ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=delay), **options
+        ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=30), **options
     )
 
 
@@ -105,7 +108,7 @@ async def test_unsupported_server_raises_and_sends_nothing() -> None:
         client = await fake_client(server)
         manager = KeepAliveManager(client)
         with pytest.raises(UnsupportedServerError, match="nothing was sent"):
-            await manager.add(ROOM, "m.room.message", OFFLINE, delay=30_000)
+            await manager.add(ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=30))
         await client.close()
     assert server.room_events == []
     assert {r.method for r in server.requests} == {"GET"}
@@ -113,9 +116,9 @@ async def test_unsupported_server_raises_and_sends_nothing() -> None:
 
 async def test_bad_arguments_are_refused_before_anything_is_sent(env: Env) -> None:
     with pytest.raises(InvalidInput, match="delay"):
-        await env.manager.add(ROOM, "m.room.message", OFFLINE, delay=0)
+        await env.manager.add(ROOM, "m.room.message", OFFLINE, delay=timedelta(0))
     with pytest.raises(InvalidInput, match="room_id"):
-        await env.manager.add("#alias:x", "m.room.message", OFFLINE, delay=1000)
+        await env.manager.add("#alias:x", "m.room.message", OFFLINE, delay=timedelta(seconds=1))
     assert env.server.requests == []
 
 
@@ -157,7 +160,11 @@ async def test_an_event_the_server_refuses_raises_with_its_error(env: Env) -> No
 async def test_delay_above_the_maximum_is_lowered_with_a_warning(env: Env) -> None:
     env.server.max_delay_ms = 12_000
     switch = await env.manager.add(
-        ROOM, "m.room.message", OFFLINE, delay=timedelta(minutes=5), restart_interval=60
+        ROOM,
+        "m.room.message",
+        OFFLINE,
+        delay=timedelta(minutes=5),
+        restart_interval=timedelta(minutes=1),
     )
     assert switch.requested_delay == timedelta(minutes=5)
     assert switch.delay == timedelta(seconds=12)
@@ -185,7 +192,7 @@ async def test_armed_before_alive_is_published(env: Env) -> None:
 
 
 async def test_a_switch_never_fires_while_the_manager_runs(env: Env) -> None:
-    switch = await add(env, delay=30)
+    switch = await add(env)
     await env.clock.advance(600)
     assert env.fired() == []
     stats = switch.stats
@@ -197,7 +204,7 @@ async def test_a_switch_never_fires_while_the_manager_runs(env: Env) -> None:
 
 
 async def test_failing_restarts_put_it_at_risk_and_back_off_until_one_succeeds(env: Env) -> None:
-    switch = await add(env, delay=30)
+    switch = await add(env)
     env.server.inject(Fault(path_contains="/restart", status=503, body="unavailable", times=4))
     await env.clock.advance(60)
     assert env.fired() == []
@@ -213,7 +220,7 @@ async def test_failing_restarts_put_it_at_risk_and_back_off_until_one_succeeds(e
 
 
 async def test_dropped_connections_are_not_fatal(env: Env) -> None:
-    switch = await add(env, delay=30)
+    switch = await add(env)
     env.server.inject(Fault(path_contains="/restart", drop=True, times=3))
     await env.clock.advance(60)
     assert env.fired() == []
@@ -229,7 +236,9 @@ async def test_a_budget_that_matches_the_server_is_never_refused() -> None:
         client = await fake_client(server)
         manager = KeepAliveManager(client, clock=clock, seed=3)
         switches = [
-            await manager.add(ROOM, "m.room.message", OFFLINE, delay=60_000, key=str(n))
+            await manager.add(
+                ROOM, "m.room.message", OFFLINE, delay=timedelta(minutes=1), key=str(n)
+            )
             for n in range(100)
         ]
         await clock.advance(300)
@@ -254,7 +263,9 @@ async def test_a_budget_told_too_much_learns_the_servers_rate() -> None:
         client.delayed_events_limits = ServerLimits(RateLimit(20, 20), None)
         manager = KeepAliveManager(client, clock=clock, seed=4)
         switches = [
-            await manager.add(ROOM, "m.room.message", OFFLINE, delay=60_000, key=str(n))
+            await manager.add(
+                ROOM, "m.room.message", OFFLINE, delay=timedelta(minutes=1), key=str(n)
+            )
             for n in range(100)
         ]
         await clock.advance(300)
@@ -279,7 +290,7 @@ async def test_one_429_with_a_long_hint_fires_nothing_and_is_reported_in_time(
     """10 switches of 30 s; one restart is refused with a hint of 2 s up to an hour. A hint is
     a time to wait, never past a deadline: each switch is tried at its last useful moment
     anyway, and the ones whose deadline the hint outlasts are reported at once."""
-    switches = [await add(env, delay=30, key=str(n)) for n in range(10)]
+    switches = [await add(env, key=str(n)) for n in range(10)]
     await env.clock.advance(12)
     body = {"errcode": "M_LIMIT_EXCEEDED", "error": "slow down", "retry_after_ms": hint * 1000}
     env.server.inject(Fault(path_contains="/restart", status=429, body=body))
@@ -303,7 +314,7 @@ async def test_one_429_with_a_long_hint_fires_nothing_and_is_reported_in_time(
 async def test_a_server_that_keeps_refusing_is_probed_once_a_gap_and_fires_are_reported(
     env: Env,
 ) -> None:
-    switches = [await add(env, delay=30, key=str(n)) for n in range(2)]
+    switches = [await add(env, key=str(n)) for n in range(2)]
     deadlines = {s.delay_id: env.clock.now() + 30 for s in switches}
     hint = {"errcode": "M_LIMIT_EXCEEDED", "error": "slow down", "retry_after_ms": 3_600_000}
     env.server.inject(Fault(path_contains="/restart", status=429, body=hint, times=None))
@@ -320,7 +331,7 @@ async def test_a_server_that_keeps_refusing_is_probed_once_a_gap_and_fires_are_r
 
 
 async def test_a_switch_added_while_closing_is_stopped_not_left_behind(env: Env) -> None:
-    adding = asyncio.ensure_future(add(env, delay=30, on_exit=ExitPolicy.CANCEL))
+    adding = asyncio.ensure_future(add(env, on_exit=ExitPolicy.CANCEL))
     await asyncio.sleep(0)  # add() is under way...
     closing = asyncio.ensure_future(env.manager.close())  # ...when the manager closes
     with pytest.raises(KeepAliveError, match="closed"):
@@ -334,7 +345,7 @@ async def test_a_switch_added_while_closing_is_stopped_not_left_behind(env: Env)
 
 async def test_gone_without_a_record_is_rearmed_and_alive_republished(env: Env) -> None:
     alive = AliveEvent("org.example.status", {"online": True}, state_key="bot")
-    switch = await add(env, delay=30, alive=alive)
+    switch = await add(env, alive=alive)
     old = switch.delay_id
     env.server.forget(old)  # as Synapse does after another user's overwrite
     await env.clock.advance(11)
@@ -349,7 +360,7 @@ async def test_gone_without_a_record_is_rearmed_and_alive_republished(env: Env) 
 
 
 async def test_conflict_after_a_fire_is_reported_with_the_outcome(env: Env) -> None:
-    switch = await add(env, delay=30)
+    switch = await add(env)
     env.server.fire(switch.delay_id)
     await env.clock.advance(11)
     [lost] = [e for e in env.events if e.kind is SwitchEventKind.LOST]
@@ -360,7 +371,7 @@ async def test_conflict_after_a_fire_is_reported_with_the_outcome(env: Env) -> N
 
 
 async def test_lost_with_the_stop_policy_ends_in_fired(env: Env) -> None:
-    switch = await add(env, delay=30, on_lost=LostPolicy.STOP)
+    switch = await add(env, on_lost=LostPolicy.STOP)
     env.server.cancel(switch.delay_id)
     await env.clock.advance(11)
     assert switch.state is SwitchState.FIRED
@@ -373,7 +384,7 @@ async def test_lost_with_the_stop_policy_ends_in_fired(env: Env) -> None:
 
 
 async def test_network_down_past_the_deadline_then_back_rearms_exactly_once(env: Env) -> None:
-    switch = await add(env, delay=30)
+    switch = await add(env)
     deadline = env.clock.now() + 30
     outage = env.server.inject(Fault(path_contains="/restart", drop=True, times=None))
     await env.clock.advance(40)
@@ -390,7 +401,7 @@ async def test_network_down_past_the_deadline_then_back_rearms_exactly_once(env:
 
 async def test_lost_answers_past_the_deadline_then_back_resume_without_rearming(env: Env) -> None:
     """The restarts reached the server (so it never fired); only the answers were lost."""
-    switch = await add(env, delay=30)
+    switch = await add(env)
     outage = env.server.inject(Fault(path_contains="/restart", drop_answer=True, times=None))
     await env.clock.advance(40)
     assert switch.state is SwitchState.PROBABLY_FIRED
@@ -407,7 +418,7 @@ async def test_lost_answers_past_the_deadline_then_back_resume_without_rearming(
 
 
 async def test_stall_longer_than_the_delay_is_noticed_verified_and_rearmed(env: Env) -> None:
-    switch = await add(env, delay=30)
+    switch = await add(env)
     await env.clock.settle()
     await env.clock.stall(100)  # the loop was blocked (or the host asleep) for 100 s
     assert env.manager.stalls == 1
@@ -420,7 +431,7 @@ async def test_stall_longer_than_the_delay_is_noticed_verified_and_rearmed(env: 
 
 
 async def test_short_stall_restarts_at_once_without_a_fire(env: Env) -> None:
-    switch = await add(env, delay=30)
+    switch = await add(env)
     await env.clock.settle()
     await env.clock.stall(25)  # past the restart (due at 18-20 s), not past the deadline (30 s)
     assert env.manager.stalls == 1
@@ -433,7 +444,7 @@ async def test_short_stall_restarts_at_once_without_a_fire(env: Env) -> None:
 async def test_stall_before_the_scheduler_slept_is_still_reported(env: Env) -> None:
     """The loop froze right after arming, before the scheduler set its timer: the late restart
     finds its deadline already passed."""
-    switch = await add(env, delay=30)
+    switch = await add(env)
     await env.clock.stall(100)
     assert SwitchEventKind.PROBABLY_FIRED in env.kinds()
     assert switch.state is SwitchState.ARMED
@@ -445,7 +456,7 @@ async def test_stall_before_the_scheduler_slept_is_still_reported(env: Env) -> N
 
 
 async def test_message_switches_carry_their_key_and_owner(env: Env) -> None:
-    await add(env, delay=30, key="status")
+    await add(env, key="status")
     [scheduled] = env.server.scheduled()
     assert scheduled["content"] == {
         **OFFLINE,
@@ -455,10 +466,12 @@ async def test_message_switches_carry_their_key_and_owner(env: Env) -> None:
 
 
 async def test_a_delayed_message_that_no_switch_made_is_left_alone(env: Env) -> None:
-    reminder = await env.client.room_send_delayed(ROOM, "m.room.message", OFFLINE, 60_000)
+    reminder = await env.client.room_send_delayed(
+        ROOM, "m.room.message", OFFLINE, timedelta(minutes=1)
+    )
     await env.manager.close()
     manager = await env.new_manager()
-    await manager.add(ROOM, "m.room.message", OFFLINE, delay=30_000)
+    await manager.add(ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=30))
     assert SwitchEventKind.ADOPTED not in env.kinds()
     assert SwitchEventKind.LEFTOVER_CANCELLED not in env.kinds()
     assert reminder.delay_id in {e["delay_id"] for e in env.server.scheduled()}
@@ -467,11 +480,11 @@ async def test_a_delayed_message_that_no_switch_made_is_left_alone(env: Env) -> 
 
 
 async def test_restarted_bot_adopts_the_switch_its_previous_process_left(env: Env) -> None:
-    first = await add(env, delay=30, on_exit=ExitPolicy.KEEP)
+    first = await add(env, on_exit=ExitPolicy.KEEP)
     await env.manager.close()  # the process dies; its event stays scheduled
     await env.clock.advance(20)
     second_manager = await env.new_manager()
-    second = await second_manager.add(ROOM, "m.room.message", OFFLINE, delay=30_000)
+    second = await second_manager.add(ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=30))
     assert second.delay_id == first.delay_id
     assert SwitchEventKind.ADOPTED in env.kinds()
     await env.clock.advance(120)
@@ -483,17 +496,23 @@ async def test_restarted_bot_adopts_the_switch_its_previous_process_left(env: En
 
 @pytest.mark.parametrize("why", ["policy", "content changed"])
 async def test_leftovers_are_cancelled_after_the_new_switch_is_armed(env: Env, why: str) -> None:
-    await add(env, delay=30, on_exit=ExitPolicy.KEEP)
-    await add(env, delay=30, on_exit=ExitPolicy.KEEP, state_key="x")
+    await add(env, on_exit=ExitPolicy.KEEP)
+    await add(env, on_exit=ExitPolicy.KEEP, state_key="x")
     await env.manager.close()
     manager = await env.new_manager()
     if why == "policy":
         await manager.add(
-            ROOM, "m.room.message", OFFLINE, delay=30_000, on_leftover=LeftoverPolicy.CANCEL
+            ROOM,
+            "m.room.message",
+            OFFLINE,
+            delay=timedelta(seconds=30),
+            on_leftover=LeftoverPolicy.CANCEL,
         )
     else:
-        await manager.add(ROOM, "m.room.message", {**OFFLINE, "v": 2}, delay=30_000)
-    await manager.add(ROOM, "m.room.message", {"new": True}, delay=30_000, state_key="x")
+        await manager.add(ROOM, "m.room.message", {**OFFLINE, "v": 2}, delay=timedelta(seconds=30))
+    await manager.add(
+        ROOM, "m.room.message", {"new": True}, delay=timedelta(seconds=30), state_key="x"
+    )
     writes = [r.path for r in env.server.requests if r.method in ("PUT", "POST")][-4:]
     assert "/delayed_event/" in writes[0]  # armed first...
     assert writes[1].endswith("/cancel")  # ...then the leftover cancelled
@@ -513,7 +532,7 @@ async def test_leftovers_are_cancelled_after_the_new_switch_is_armed(env: Env, w
     [(ExitPolicy.SEND, 1, 0), (ExitPolicy.CANCEL, 0, 0), (ExitPolicy.KEEP, 0, 1)],
 )
 async def test_exit_policies(env: Env, policy: ExitPolicy, fired: int, scheduled: int) -> None:
-    switch = await add(env, delay=30, on_exit=policy)
+    switch = await add(env, on_exit=policy)
     await switch.stop()
     assert switch.state is SwitchState.STOPPED
     assert (len(env.fired()), len(env.server.scheduled())) == (fired, scheduled)
@@ -522,7 +541,7 @@ async def test_exit_policies(env: Env, policy: ExitPolicy, fired: int, scheduled
 
 
 async def test_stop_is_idempotent_and_concurrent_stops_send_once(env: Env) -> None:
-    switch = await add(env, delay=30)
+    switch = await add(env)
     await asyncio.gather(switch.stop(), switch.stop(), env.manager.close())
     await switch.stop()
     assert len(env.server.requests_to("/send")) == 1
@@ -531,7 +550,7 @@ async def test_stop_is_idempotent_and_concurrent_stops_send_once(env: Env) -> No
 
 
 async def test_stop_treats_already_finalised_as_done(env: Env) -> None:
-    switch = await add(env, delay=30)
+    switch = await add(env)
     env.server.forget(switch.delay_id)
     await switch.stop()
     assert switch.state is SwitchState.STOPPED
@@ -540,7 +559,7 @@ async def test_stop_treats_already_finalised_as_done(env: Env) -> None:
 
 
 async def test_stop_that_cannot_reach_the_server_says_the_event_will_fire(env: Env) -> None:
-    switch = await add(env, delay=30)
+    switch = await add(env)
     env.server.inject(Fault(path_contains="/send", status=503, body="down", times=None))
     started = env.clock.now()
     assert not await advancing(env.clock, switch.stop())
@@ -553,7 +572,7 @@ async def test_stop_that_cannot_reach_the_server_says_the_event_will_fire(env: E
 
 
 async def test_close_soon_is_safe_from_a_signal_handler(env: Env) -> None:
-    switch = await add(env, delay=30)
+    switch = await add(env)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGUSR1, env.manager.close_soon)
     try:
@@ -578,7 +597,9 @@ async def test_close_soon_before_the_first_switch_still_closes(env: Env) -> None
 async def test_client_close_stops_its_switches_by_policy(env: Env) -> None:
     client = env.client
     client.keep_alive.clock = env.clock  # the client's own manager, on the test clock
-    async with client.dead_mans_switch(ROOM, "m.room.message", OFFLINE, delay=30_000) as switch:
+    async with client.dead_mans_switch(
+        ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=30)
+    ) as switch:
         assert switch.state is SwitchState.ARMED
         await env.clock.advance(25)
         assert switch.stats.restarts_ok >= 2
@@ -586,7 +607,12 @@ async def test_client_close_stops_its_switches_by_policy(env: Env) -> None:
     assert len(env.fired()) == 1  # default exit policy: send it now
 
     other = await client.keep_alive.add(
-        ROOM, "m.room.message", OFFLINE, delay=30_000, on_exit=ExitPolicy.CANCEL, key="2"
+        ROOM,
+        "m.room.message",
+        OFFLINE,
+        delay=timedelta(seconds=30),
+        on_exit=ExitPolicy.CANCEL,
+        key="2",
     )
     await client.close()
     assert other.state is SwitchState.STOPPED
@@ -598,7 +624,7 @@ async def test_client_close_stops_its_switches_by_policy(env: Env) -> None:
 
 async def test_events_as_an_async_iterator(env: Env) -> None:
     stream = env.manager.events()
-    switch = await add(env, delay=30)
+    switch = await add(env)
     await switch.stop()
     stream.close()
     seen = [event.kind async for event in stream]
@@ -606,11 +632,13 @@ async def test_events_as_an_async_iterator(env: Env) -> None:
 
 
 async def test_switch_callbacks_and_wait_for(env: Env) -> None:
-    switch = await add(env, delay=30)
+    switch = await add(env)
     mine: list[SwitchEventKind] = []
     switch.on_event(lambda event: mine.append(event.kind))
     env.server.forget(switch.delay_id)
-    waiter = asyncio.ensure_future(switch.wait_for(SwitchState.REARMING, timeout=5))
+    waiter = asyncio.ensure_future(
+        switch.wait_for(SwitchState.REARMING, timeout=timedelta(seconds=5))
+    )
     await env.clock.advance(11)
     assert await waiter is SwitchState.REARMING or switch.state is SwitchState.ARMED
     assert mine == [SwitchEventKind.LOST, SwitchEventKind.REARMED]
@@ -621,7 +649,7 @@ async def test_lateness_of_each_restart_is_tracked_on_request() -> None:
     async with FakeHomeserver(clock=clock) as server:
         client = await fake_client(server)
         manager = KeepAliveManager(client, clock=clock, track_lateness=True)
-        await manager.add(ROOM, "m.room.message", OFFLINE, delay=30_000)
+        await manager.add(ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=30))
         await clock.advance(100)
         lateness = list(manager.lateness or [])
         await manager.close()
@@ -631,8 +659,8 @@ async def test_lateness_of_each_restart_is_tracked_on_request() -> None:
 
 
 async def test_manager_stats_sum_the_switches(env: Env) -> None:
-    await add(env, delay=30)
-    await env.manager.add(ROOM, "m.room.message", OFFLINE, delay=60_000, key="other")
+    await add(env)
+    await env.manager.add(ROOM, "m.room.message", OFFLINE, delay=timedelta(minutes=1), key="other")
     await env.clock.advance(61)
     stats = env.manager.stats()
     assert stats.restarts_ok >= 6 + 3
@@ -645,7 +673,7 @@ async def test_a_broken_callback_does_not_stop_the_keep_alive(env: Env) -> None:
         raise RuntimeError("bug in the bot")
 
     env.manager.on_event(broken)
-    switch = await add(env, delay=30)
+    switch = await add(env)
     await env.clock.advance(60)
     assert switch.state is SwitchState.ARMED
     assert env.fired() == []
@@ -659,10 +687,12 @@ async def test_a_full_account_is_said_before_anything_is_sent() -> None:
         client = await fake_client(server)
         manager = KeepAliveManager(client, clock=clock)
         for n in range(3):
-            await manager.add(ROOM, "m.room.message", OFFLINE, delay=60_000, key=str(n))
+            await manager.add(
+                ROOM, "m.room.message", OFFLINE, delay=timedelta(minutes=1), key=str(n)
+            )
         scheduling = len(server.requests_to("/send/"))
         with pytest.raises(SwitchArmError, match="maximum"):
-            await manager.add(ROOM, "m.room.message", OFFLINE, delay=60_000, key="4")
+            await manager.add(ROOM, "m.room.message", OFFLINE, delay=timedelta(minutes=1), key="4")
         assert len(server.requests_to("/send/")) == scheduling
         assert len(manager.switches) == 3
         await advancing(clock, manager.close())
@@ -705,7 +735,7 @@ async def test_a_refused_token_pauses_every_switch_at_once_and_sends_no_more(env
 
 
 async def test_a_new_token_before_the_deadline_resumes_without_a_fire(env: Env) -> None:
-    switch = await add(env, delay=30)
+    switch = await add(env)
     env.server.log_out(env.client.access_token)
     await env.clock.advance(11)
     assert switch.state is SwitchState.UNAUTHORIZED
@@ -728,7 +758,7 @@ async def test_a_new_token_before_the_deadline_resumes_without_a_fire(env: Env) 
 async def test_resuming_with_a_token_still_refused_pauses_again_after_one_request(
     env: Env,
 ) -> None:
-    switch = await add(env, delay=30)
+    switch = await add(env)
     env.server.log_out(env.client.access_token, soft_logout=True)
     await env.clock.advance(11)
     env.manager.resume()
@@ -740,7 +770,7 @@ async def test_resuming_with_a_token_still_refused_pauses_again_after_one_reques
 
 async def test_a_rearm_refused_for_the_token_pauses_and_resume_rearms(env: Env) -> None:
     alive = AliveEvent("org.example.status", {"online": True}, state_key="bot")
-    switch = await add(env, delay=30, alive=alive)
+    switch = await add(env, alive=alive)
     env.server.cancel(switch.delay_id)
     refused = env.server.inject(
         Fault(path_contains="/delayed_event/", status=401, body=UNKNOWN_TOKEN, times=None)
@@ -756,7 +786,7 @@ async def test_a_rearm_refused_for_the_token_pauses_and_resume_rearms(env: Env) 
 
 
 async def test_a_paused_switch_can_be_stopped_and_a_refused_stop_says_so(env: Env) -> None:
-    switch = await add(env, delay=30)
+    switch = await add(env)
     env.server.log_out(env.client.access_token)
     await env.clock.advance(11)
     assert not await switch.stop()  # one try: the token is still refused

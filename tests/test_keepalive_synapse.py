@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +85,11 @@ class BotProcess:
 async def test_switch_with_2s_delay_kept_for_10s_never_fires(room: Room) -> None:
     async with KeepAliveManager(room.bot) as manager:
         switch = await manager.add(
-            room.room_id, "m.room.message", OFFLINE, delay=2000, on_exit=ExitPolicy.CANCEL
+            room.room_id,
+            "m.room.message",
+            OFFLINE,
+            delay=timedelta(seconds=2),
+            on_exit=ExitPolicy.CANCEL,
         )
         await asyncio.sleep(10)
         assert await offline_messages(room) == 0
@@ -172,7 +177,7 @@ async def test_another_users_write_to_the_guarded_state_meets_the_overwrite_poli
                 "org.example.status",
                 {"online": False},
                 state_key="bot",
-                delay=3000,
+                delay=timedelta(seconds=3),
                 alive=AliveEvent("org.example.status", {"online": True}, state_key="bot"),
                 on_overwrite=policy,
                 on_exit=ExitPolicy.CANCEL,
@@ -230,8 +235,8 @@ async def test_synapse_restarted_mid_keep_alive_does_not_make_it_fire(room: Room
             room.room_id,
             "m.room.message",
             OFFLINE,
-            delay=10_000,
-            restart_interval=1.0,
+            delay=timedelta(seconds=10),
+            restart_interval=timedelta(seconds=1),
             on_exit=ExitPolicy.CANCEL,
         )
         await asyncio.sleep(1.5)

@@ -10,6 +10,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -61,7 +62,9 @@ async def bot(caplog: pytest.LogCaptureFixture) -> AsyncIterator[Bot]:
     clock = FakeClock()
     async with FakeHomeserver(clock=clock) as server:
         client = await fake_client(server)
-        manager = KeepAliveManager(client, clock=clock, seed=1, request_timeout=5)
+        manager = KeepAliveManager(
+            client, clock=clock, seed=1, request_timeout=timedelta(seconds=5)
+        )
         yield Bot(clock, server, client, manager)
         await advancing(clock, manager.close())
         await client.close()
@@ -95,7 +98,7 @@ def test_every_module_asks_for_its_own_logger() -> None:
 async def test_records_come_from_the_module_that_wrote_them(
     bot: Bot, caplog: pytest.LogCaptureFixture
 ) -> None:
-    await bot.manager.add(ROOM, "m.room.message", OFFLINE, delay=30_000)
+    await bot.manager.add(ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=30))
     await bot.clock.advance(11)  # one restart
     names = {r.name for r in caplog.records}
     assert {
@@ -109,7 +112,9 @@ async def test_records_come_from_the_module_that_wrote_them(
 async def test_a_switch_event_record_carries_its_fields(
     bot: Bot, caplog: pytest.LogCaptureFixture
 ) -> None:
-    switch = await bot.manager.add(ROOM, "m.room.message", OFFLINE, delay=30_000, key="main")
+    switch = await bot.manager.add(
+        ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=30), key="main"
+    )
     [armed] = switch_records(caplog, SwitchEventKind.ARMED)
     assert armed.name == EVENTS_LOGGER
     assert armed.levelno == logging.INFO
@@ -130,7 +135,7 @@ async def test_a_switch_event_record_carries_its_fields(
 async def test_a_request_record_carries_its_fields(
     bot: Bot, caplog: pytest.LogCaptureFixture
 ) -> None:
-    switch = await bot.manager.add(ROOM, "m.room.message", OFFLINE, delay=30_000)
+    switch = await bot.manager.add(ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=30))
     await bot.clock.advance(11)  # one restart
     assert switch.delay_id is not None
     [restart] = [r for r in caplog.records if "/restart" in str(getattr(r, "http_path", ""))]
@@ -146,7 +151,9 @@ async def test_a_request_record_carries_its_fields(
 async def test_a_state_switch_is_known_by_its_state_key(
     bot: Bot, caplog: pytest.LogCaptureFixture
 ) -> None:
-    await bot.manager.add(ROOM, "org.example.status", {"up": False}, state_key="bot", delay=30_000)
+    await bot.manager.add(
+        ROOM, "org.example.status", {"up": False}, state_key="bot", delay=timedelta(seconds=30)
+    )
     [armed] = switch_records(caplog, SwitchEventKind.ARMED)
     assert (armed.event_type, armed.switch_key) == (
         "org.example.status",
@@ -157,7 +164,7 @@ async def test_a_state_switch_is_known_by_its_state_key(
 async def test_a_failed_restart_carries_the_servers_error(
     bot: Bot, caplog: pytest.LogCaptureFixture
 ) -> None:
-    await bot.manager.add(ROOM, "m.room.message", OFFLINE, delay=30_000)
+    await bot.manager.add(ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=30))
     bot.server.inject(Fault(path_contains="/restart", status=503, body="down", times=1))
     await bot.clock.advance(11)
     [failed] = switch_records(caplog, SwitchEventKind.RESTART_FAILED)
@@ -169,7 +176,7 @@ async def test_a_failed_restart_carries_the_servers_error(
 async def test_a_lost_event_and_a_switch_that_cannot_go_on_are_warned_of(
     bot: Bot, caplog: pytest.LogCaptureFixture
 ) -> None:
-    switch = await bot.manager.add(ROOM, "m.room.message", OFFLINE, delay=30_000)
+    switch = await bot.manager.add(ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=30))
     assert switch.delay_id is not None
     bot.server.forget(str(switch.delay_id))  # the next restart finds it gone...
     forbidden = {"errcode": "M_FORBIDDEN", "error": "not in room"}
@@ -186,7 +193,7 @@ async def test_a_lost_event_and_a_switch_that_cannot_go_on_are_warned_of(
 
 
 async def test_a_refused_token_is_an_error(bot: Bot, caplog: pytest.LogCaptureFixture) -> None:
-    await bot.manager.add(ROOM, "m.room.message", OFFLINE, delay=30_000)
+    await bot.manager.add(ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=30))
     refused = {"errcode": "M_UNKNOWN_TOKEN", "error": "Token expired"}
     bot.server.inject(Fault(path_contains="/restart", status=401, body=refused, times=None))
     await bot.clock.advance(11)
@@ -198,7 +205,7 @@ async def test_a_refused_token_is_an_error(bot: Bot, caplog: pytest.LogCaptureFi
 async def test_a_switch_that_probably_fired_is_a_warning(
     bot: Bot, caplog: pytest.LogCaptureFixture
 ) -> None:
-    await bot.manager.add(ROOM, "m.room.message", OFFLINE, delay=30_000)
+    await bot.manager.add(ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=30))
     bot.server.inject(Fault(path_contains="/restart", status=502, body="down", times=None))
     await bot.clock.advance(40)
     [at_risk] = switch_records(caplog, SwitchEventKind.AT_RISK)
@@ -220,7 +227,10 @@ async def test_a_switch_over_budget_is_a_warning(caplog: pytest.LogCaptureFixtur
         manager = KeepAliveManager(client, clock=clock, seed=1)
         for n in range(4):
             await advancing(
-                clock, manager.add(ROOM, "m.room.message", OFFLINE, delay=5_000, key=str(n))
+                clock,
+                manager.add(
+                    ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=5), key=str(n)
+                ),
             )
         over = switch_records(caplog, SwitchEventKind.OVER_BUDGET)
         await advancing(clock, manager.close())
@@ -234,7 +244,9 @@ async def test_no_record_carries_a_token_or_a_whole_delay_id(
     bot: Bot, caplog: pytest.LogCaptureFixture
 ) -> None:
     token = bot.client.access_token
-    switch: DeadMansSwitch = await bot.manager.add(ROOM, "m.room.message", OFFLINE, delay=30_000)
+    switch: DeadMansSwitch = await bot.manager.add(
+        ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=30)
+    )
     first = str(switch.delay_id)
     bot.server.inject(Fault(path_contains="/restart", status=503, body="down", times=2))
     await bot.clock.advance(25)
@@ -262,7 +274,9 @@ async def test_the_operators_pages_json_logging_writes_the_fields(bot: Bot) -> N
     out = io.StringIO()
     handler.setStream(out)
     try:
-        switch = await bot.manager.add(ROOM, "m.room.message", OFFLINE, delay=30_000, key="main")
+        switch = await bot.manager.add(
+            ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=30), key="main"
+        )
     finally:
         logging.getLogger("nio_delayed").removeHandler(handler)
     lines = [json.loads(line) for line in out.getvalue().splitlines()]

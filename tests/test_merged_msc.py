@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -41,7 +42,7 @@ TEXT = {"msgtype": "m.text", "body": "later"}
 async def schedule(
     client: DelayedAsyncClient, room: str = ROOM, event_type: str = "m.room.message"
 ) -> str:
-    resp = await client.room_send_delayed(room, event_type, TEXT, 60_000)
+    resp = await client.room_send_delayed(room, event_type, TEXT, timedelta(minutes=1))
     assert isinstance(resp, RoomSendDelayedResponse), resp
     return resp.delay_id
 
@@ -104,8 +105,12 @@ async def test_every_delay_too_large_code_gives_the_servers_maximum(
         try:
             await client.delayed_events_support()
             server.max_delay_ms = 5000
-            resp = await client.room_send_delayed(ROOM, "m.room.message", TEXT, 5001)
-            again = await client.room_send_delayed(ROOM, "m.room.message", TEXT, 6000)
+            resp = await client.room_send_delayed(
+                ROOM, "m.room.message", TEXT, timedelta(seconds=5, milliseconds=1)
+            )
+            again = await client.room_send_delayed(
+                ROOM, "m.room.message", TEXT, timedelta(seconds=6)
+            )
         finally:
             await client.close()
     assert isinstance(resp, RoomSendDelayedError)
@@ -329,7 +334,8 @@ async def test_bad_filters_are_refused_before_sending(
 async def test_msc4486_on_the_fake_orders_and_bounds_by_send_time(fake: FakeHomeserver) -> None:
     client = await fake_client(fake)
     try:
-        for delay in (3000, 1000, 2000):
+        for seconds in (3, 1, 2):
+            delay = timedelta(seconds=seconds)
             resp = await client.room_send_delayed(ROOM, "m.room.message", TEXT, delay)
             assert isinstance(resp, RoomSendDelayedResponse)
     finally:

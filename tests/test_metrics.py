@@ -8,6 +8,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -48,7 +49,7 @@ class Bot:
         """Every sample of the exposition (by default: of its registry), by name and labels."""
         return parse(text if text is not None else generate_latest(self.registry).decode())
 
-    async def add(self, key: str, delay: int = 30_000) -> None:
+    async def add(self, key: str, delay: timedelta = timedelta(seconds=30)) -> None:
         await self.manager.add(ROOM, "m.room.message", OFFLINE, delay=delay, key=key)
 
 
@@ -67,7 +68,9 @@ async def bot() -> AsyncIterator[Bot]:
     async with FakeHomeserver(clock=clock) as server:
         client = await fake_client(server)
         client.delayed_events_limits = ServerLimits(RateLimit(1.0, 5), None)
-        manager = KeepAliveManager(client, clock=clock, seed=1, request_timeout=5)
+        manager = KeepAliveManager(
+            client, clock=clock, seed=1, request_timeout=timedelta(seconds=5)
+        )
         registry = CollectorRegistry()
         collector = register(manager, registry)
         yield Bot(clock, server, client, manager, registry, collector)
@@ -181,7 +184,9 @@ async def test_one_registry_takes_one_manager(bot: Bot) -> None:
 
 async def test_per_switch_series_name_each_switch_by_room_type_and_key(bot: Bot) -> None:
     await bot.add("a")
-    await bot.manager.add(ROOM, "org.example.status", {"up": False}, state_key="bot", delay=60_000)
+    await bot.manager.add(
+        ROOM, "org.example.status", {"up": False}, state_key="bot", delay=timedelta(minutes=1)
+    )
     plain = bot.scrape()
     assert not [name for name, _ in plain if name.startswith("nio_delayed_switch_state")]
     registry = CollectorRegistry()
@@ -229,7 +234,9 @@ class SampleBot:
 
     async def add_switch(self) -> None:
         """One more switch, after the sample ran."""
-        await self.client.keep_alive.add(ROOM, "m.room.message", OFFLINE, delay=30_000, key="b")
+        await self.client.keep_alive.add(
+            ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=30), key="b"
+        )
 
 
 @pytest.fixture
@@ -256,7 +263,9 @@ async def sample_bot(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[SampleBot
     monkeypatch.setattr(prometheus_client, "start_http_server", start_on_a_free_port)
     async with FakeHomeserver() as server:
         client = await fake_client(server)
-        await client.keep_alive.add(ROOM, "m.room.message", OFFLINE, delay=30_000, key="main")
+        await client.keep_alive.add(
+            ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=30), key="main"
+        )
         try:
             yield SampleBot(client, registered, http_servers)
         finally:
@@ -316,7 +325,7 @@ async def test_the_operators_page_names_every_metric_and_no_other(bot: Bot) -> N
     manager = KeepAliveManager(bot.client, clock=bot.clock, seed=2, limits=ServerLimits())
     registry = CollectorRegistry()
     register(manager, registry, per_switch=True)
-    await manager.add(ROOM, "m.room.message", OFFLINE, delay=30_000, key="a")
+    await manager.add(ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=30), key="a")
     bot.server.inject(Fault(path_contains="/restart", status=503, body="down", times=1))
     await bot.clock.advance(25)
     exported = {name for name, _ in bot.scrape(generate_latest(registry).decode())}

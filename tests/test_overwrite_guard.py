@@ -86,7 +86,9 @@ async def make_env(server_rule: bool) -> AsyncIterator[Env]:
     clock = FakeClock()
     async with FakeHomeserver(clock=clock, state_overwrite_rule=server_rule) as server:
         client = await fake_client(server)
-        manager = KeepAliveManager(client, clock=clock, seed=1, request_timeout=5)
+        manager = KeepAliveManager(
+            client, clock=clock, seed=1, request_timeout=timedelta(seconds=5)
+        )
         environment = Env(clock, server, client, manager, server.add_user("@admin:fake"))
         manager.on_event(environment.events.append)
         yield environment

@@ -11,6 +11,7 @@ import logging
 import stat
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -108,7 +109,7 @@ async def unlisted() -> AsyncIterator[Account]:
 
 async def status_switch(manager: KeepAliveManager, **options: Any) -> DeadMansSwitch:
     return await manager.add(
-        ROOM, STATUS, {"online": False}, state_key="bot", delay=30_000, **options
+        ROOM, STATUS, {"online": False}, state_key="bot", delay=timedelta(seconds=30), **options
     )
 
 
@@ -126,7 +127,9 @@ async def test_another_clients_delayed_state_event_survives_a_switch_next_to_it(
     """A web client of the same account (no marker of ours) scheduled the same state: the
     switch neither adopts nor cancels it, at start or at stop, and says so at WARNING."""
     web = account.device("WEBCLIENT")
-    theirs = await web.room_put_state_delayed(ROOM, STATUS, {"in_call": False}, 60_000, "bot")
+    theirs = await web.room_put_state_delayed(
+        ROOM, STATUS, {"in_call": False}, timedelta(minutes=1), "bot"
+    )
     assert isinstance(theirs, RoomPutStateDelayedResponse)
     caplog.set_level(logging.WARNING, "nio_delayed")
     manager = account.manager()
@@ -152,10 +155,10 @@ async def test_another_devices_switch_is_left_alone(
 ) -> None:
     """Two devices of the account run the same switch: each keeps its own event."""
     other = await account.manager("LAPTOP").add(
-        ROOM, "m.room.message", OFFLINE, state_key=state_key, delay=30_000
+        ROOM, "m.room.message", OFFLINE, state_key=state_key, delay=timedelta(seconds=30)
     )
     ours = await account.manager("SERVER").add(
-        ROOM, "m.room.message", OFFLINE, state_key=state_key, delay=30_000
+        ROOM, "m.room.message", OFFLINE, state_key=state_key, delay=timedelta(seconds=30)
     )
     assert ours.delay_id != other.delay_id
     assert account.scheduled_ids() == {ours.delay_id, other.delay_id}
@@ -188,9 +191,11 @@ async def test_an_earlier_versions_message_switch_is_still_adopted(account: Acco
     only this library writes that key, so they are this bot's."""
     earlier = account.device()
     content = {**OFFLINE, "org.nio_delayed.switch": "default"}
-    left = await earlier.room_send_delayed(ROOM, "m.room.message", content, 30_000)
+    left = await earlier.room_send_delayed(ROOM, "m.room.message", content, timedelta(seconds=30))
     assert isinstance(left, RoomSendDelayedResponse)
-    switch = await account.manager().add(ROOM, "m.room.message", OFFLINE, delay=30_000)
+    switch = await account.manager().add(
+        ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=30)
+    )
     assert switch.delay_id == left.delay_id
     assert SwitchEventKind.ADOPTED in account.kinds()
 
@@ -201,7 +206,9 @@ async def test_an_unmarked_state_event_is_never_taken_even_with_the_same_content
     """Any client may have scheduled it: an earlier version's state switch, or a web client's
     event that happens to have the switch's content."""
     web = account.device("WEBCLIENT")
-    theirs = await web.room_put_state_delayed(ROOM, STATUS, {"online": False}, 30_000, "bot")
+    theirs = await web.room_put_state_delayed(
+        ROOM, STATUS, {"online": False}, timedelta(seconds=30), "bot"
+    )
     assert isinstance(theirs, RoomPutStateDelayedResponse)
     switch = await status_switch(account.manager())
     assert account.scheduled_ids() == {theirs.delay_id, switch.delay_id}
@@ -211,9 +218,11 @@ async def test_an_unmarked_state_event_is_never_taken_even_with_the_same_content
 async def test_an_earlier_versions_message_with_other_text_is_replaced(account: Account) -> None:
     earlier = account.device()
     content = {"msgtype": "m.notice", "body": "old text", "org.nio_delayed.switch": "default"}
-    left = await earlier.room_send_delayed(ROOM, "m.room.message", content, 30_000)
+    left = await earlier.room_send_delayed(ROOM, "m.room.message", content, timedelta(seconds=30))
     assert isinstance(left, RoomSendDelayedResponse)
-    switch = await account.manager().add(ROOM, "m.room.message", OFFLINE, delay=30_000)
+    switch = await account.manager().add(
+        ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=30)
+    )
     assert account.scheduled_ids() == {switch.delay_id}
     assert SwitchEventKind.LEFTOVER_CANCELLED in account.kinds()
 
@@ -224,12 +233,12 @@ async def test_a_client_without_a_device_id_must_name_its_owner(account: Account
     account.clients.append(client)
     with pytest.raises(KeepAliveError, match="no owner was given"):
         await KeepAliveManager(client, clock=account.clock).add(
-            ROOM, "m.room.message", OFFLINE, delay=30_000
+            ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=30)
         )
     assert account.server.requests == []
     manager = KeepAliveManager(client, clock=account.clock, owner="status-bot")
     account.managers.append(manager)
-    await manager.add(ROOM, "m.room.message", OFFLINE, delay=30_000)
+    await manager.add(ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=30))
     [scheduled] = account.server.scheduled()
     assert scheduled["content"]["org.nio_delayed.owner"] == "status-bot"
 
@@ -243,14 +252,20 @@ async def test_an_exact_content_switch_sends_its_content_as_given_and_owns_its_d
     """MatrixRTC's legacy call membership: a per-device state key, and an empty leave."""
     key = f"_{USER}_DEVICE_m.call"
     first = await account.manager().add(
-        ROOM, CALL, {}, state_key=key, delay=30_000, exact_content=True, on_exit="keep"
+        ROOM,
+        CALL,
+        {},
+        state_key=key,
+        delay=timedelta(seconds=30),
+        exact_content=True,
+        on_exit="keep",
     )
     [scheduled] = account.server.scheduled()
     assert scheduled["content"] == {}
     assert first.exact_content
     await account.managers[0].close()
     second = await account.manager().add(
-        ROOM, CALL, {}, state_key=key, delay=30_000, exact_content=True
+        ROOM, CALL, {}, state_key=key, delay=timedelta(seconds=30), exact_content=True
     )
     assert second.delay_id == first.delay_id
     await advancing(account.clock, second.stop())  # sends the empty leave now
@@ -263,13 +278,22 @@ async def test_exact_content_is_refused_where_leftovers_could_not_be_told_apart(
 ) -> None:
     manager = account.manager()
     with pytest.raises(InvalidInput, match="state switches"):
-        await manager.add(ROOM, "m.room.message", OFFLINE, delay=30_000, exact_content=True)
+        await manager.add(
+            ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=30), exact_content=True
+        )
     with pytest.raises(InvalidInput, match="per-device key"):
-        await manager.add(ROOM, CALL, {}, state_key="shared", delay=30_000, exact_content=True)
+        await manager.add(
+            ROOM, CALL, {}, state_key="shared", delay=timedelta(seconds=30), exact_content=True
+        )
     # The owner id must be a whole segment of the key, not any substring of it.
     with pytest.raises(InvalidInput, match="per-device key"):
         await manager.add(
-            ROOM, CALL, {}, state_key=f"_X{manager.owner}X_", delay=30_000, exact_content=True
+            ROOM,
+            CALL,
+            {},
+            state_key=f"_X{manager.owner}X_",
+            delay=timedelta(seconds=30),
+            exact_content=True,
         )
     assert account.server.requests == []
 
@@ -280,9 +304,13 @@ async def test_the_record_owns_an_exact_content_switch_on_a_shared_key(
     """Without a per-device key, the record says which leftover is this bot's; another
     device's event of the same content is left alone."""
     web = account.device("WEBCLIENT")
-    theirs = await web.room_put_state_delayed(ROOM, CALL, {}, 60_000, "shared")
+    theirs = await web.room_put_state_delayed(ROOM, CALL, {}, timedelta(minutes=1), "shared")
     assert isinstance(theirs, RoomPutStateDelayedResponse)
-    options: dict[str, Any] = {"state_key": "shared", "delay": 30_000, "exact_content": True}
+    options: dict[str, Any] = {
+        "state_key": "shared",
+        "delay": timedelta(seconds=30),
+        "exact_content": True,
+    }
     first = await account.manager(record_dir=tmp_path).add(
         ROOM, CALL, {}, on_exit="keep", **options
     )
@@ -316,10 +344,10 @@ async def test_a_rolling_deploy_hands_the_switch_over_without_a_false_offline(
     old one exits with KEEP. Nothing is sent, the new process then owns the switch."""
     old_device, new_device = devices
     old = account.manager(old_device, owner="status-bot")
-    old_switch = await old.add(ROOM, "m.room.message", OFFLINE, delay=30_000)
+    old_switch = await old.add(ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=30))
     await account.clock.advance(12)  # the old process is running
     new = account.manager(new_device, owner="status-bot")
-    new_switch = await new.add(ROOM, "m.room.message", OFFLINE, delay=30_000)
+    new_switch = await new.add(ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=30))
     assert new_switch.delay_id == old_switch.delay_id
     await account.clock.advance(5)  # both run for a while
     assert await advancing(account.clock, old.close(ExitPolicy.KEEP)) == []
@@ -334,7 +362,7 @@ async def test_a_rolling_deploy_hands_the_switch_over_without_a_false_offline(
 
 async def test_a_signal_handler_can_hand_the_switches_over(account: Account) -> None:
     manager = account.manager()
-    switch = await manager.add(ROOM, "m.room.message", OFFLINE, delay=30_000)
+    switch = await manager.add(ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=30))
     manager.close_soon(ExitPolicy.KEEP)  # as loop.add_signal_handler(SIGTERM, ...) calls it
     await advancing(account.clock, manager.wait_closed())
     assert switch.state is SwitchState.STOPPED
@@ -347,9 +375,9 @@ async def test_a_rolling_deploy_with_distinct_owners_stops_the_old_one_with_canc
     """Distinct owners run side by side, each with its own event: the old one cancels its own
     at exit, and the new one's stays."""
     old = account.manager("BLUE")
-    old_switch = await old.add(ROOM, "m.room.message", OFFLINE, delay=30_000)
+    old_switch = await old.add(ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=30))
     new = account.manager("GREEN")
-    new_switch = await new.add(ROOM, "m.room.message", OFFLINE, delay=30_000)
+    new_switch = await new.add(ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=30))
     assert new_switch.delay_id != old_switch.delay_id
     await advancing(account.clock, old.close(ExitPolicy.CANCEL))
     await account.clock.advance(120)

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 from nio import JoinResponse, LoginResponse, RoomCreateResponse
@@ -77,14 +78,18 @@ async def test_another_devices_delayed_state_event_survives_a_switch_next_to_it(
     switch starts, runs and stops (sending its own event) without touching it."""
     room, web = two_devices.room, two_devices.second
     theirs = await web.room_put_state_delayed(
-        room.room_id, "org.example.status", {"in_call": False}, 60_000, "bot"
+        room.room_id, "org.example.status", {"in_call": False}, timedelta(minutes=1), "bot"
     )
     assert isinstance(theirs, RoomPutStateDelayedResponse), theirs
     events: list[SwitchEvent] = []
     async with KeepAliveManager(room.bot) as manager:
         manager.on_event(events.append)
         switch = await manager.add(
-            room.room_id, "org.example.status", {"online": False}, state_key="bot", delay=3000
+            room.room_id,
+            "org.example.status",
+            {"online": False},
+            state_key="bot",
+            delay=timedelta(seconds=3),
         )
         assert switch.delay_id != theirs.delay_id
         await asyncio.sleep(2.5)  # restarted a few times
@@ -110,9 +115,13 @@ async def test_a_rolling_deploy_to_another_device_hands_the_switch_over(
     events: list[SwitchEvent] = []
     new.on_event(events.append)
     try:
-        old_switch = await old.add(room.room_id, "m.room.message", OFFLINE, delay=3000)
+        old_switch = await old.add(
+            room.room_id, "m.room.message", OFFLINE, delay=timedelta(seconds=3)
+        )
         await asyncio.sleep(1.5)
-        new_switch = await new.add(room.room_id, "m.room.message", OFFLINE, delay=3000)
+        new_switch = await new.add(
+            room.room_id, "m.room.message", OFFLINE, delay=timedelta(seconds=3)
+        )
         assert new_switch.delay_id == old_switch.delay_id
         assert SwitchEventKind.ADOPTED in [e.kind for e in events]
         await asyncio.sleep(1.5)  # both processes run
@@ -142,7 +151,7 @@ async def test_a_lost_answer_to_a_state_arming_finds_our_event_not_the_other_dev
     event on the same key, there since before, is not it."""
     room, web = two_devices.room, two_devices.second
     theirs = await web.room_put_state_delayed(
-        room.room_id, "org.example.status", {"online": False}, 60_000, "bot"
+        room.room_id, "org.example.status", {"online": False}, timedelta(minutes=1), "bot"
     )
     assert isinstance(theirs, RoomPutStateDelayedResponse), theirs
     async with FaultProxy(room.server.url) as proxy:
@@ -163,7 +172,11 @@ async def test_a_lost_answer_to_a_state_arming_finds_our_event_not_the_other_dev
 
             healer = asyncio.create_task(heal_after_the_arming())
             switch = await manager.add(
-                room.room_id, "org.example.status", {"online": False}, state_key="bot", delay=5000
+                room.room_id,
+                "org.example.status",
+                {"online": False},
+                state_key="bot",
+                delay=timedelta(seconds=5),
             )
             await healer
             assert [r.fault for r in proxy.requests if "/state/" in r.path] == ["reset"]

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import re
+from datetime import timedelta
 from typing import Any
 
 from aioresponses import aioresponses
@@ -83,7 +84,7 @@ def test_support_parsing_never_raises(value: Any) -> None:
 def _client() -> DelayedAsyncClient:
     client = DelayedAsyncClient(HS, "@bot:hs.example")
     client.restore_login("@bot:hs.example", "DEV", "token")
-    client.delayed_events_policy = RequestPolicy(timeout=1, max_attempts=1)
+    client.delayed_events_policy = RequestPolicy(timeout=timedelta(seconds=1), max_attempts=1)
     return client
 
 
@@ -123,8 +124,12 @@ async def _calls(
                 content_type="application/json",
                 repeat=True,
             )
-        results.append(await client.room_send_delayed("!r:x", "m.room.message", {"b": 1}, 1000))
-        results.append(await client.room_put_state_delayed("!r:x", "t", {}, 1000, "k"))
+        results.append(
+            await client.room_send_delayed("!r:x", "m.room.message", {"b": 1}, timedelta(seconds=1))
+        )
+        results.append(
+            await client.room_put_state_delayed("!r:x", "t", {}, timedelta(seconds=1), "k")
+        )
         results.append(await client.restart_delayed_event("syd_x"))
         results.append(await client.cancel_delayed_event("syd_x"))
         results.append(await client.send_delayed_event_now("syd_x"))

@@ -12,6 +12,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 
 import pytest
 
@@ -108,11 +109,11 @@ async def test_1_outages_shorter_than_the_margin_never_fire(
     faults = _faults(proxy, rng)
     recorder = Recorder()
     trials: Counter[str] = Counter()
-    async with KeepAliveManager(bot, request_timeout=2) as manager:
+    async with KeepAliveManager(bot, request_timeout=timedelta(seconds=2)) as manager:
         manager.on_event(recorder)
         switch = await manager.add(
-            room.room_id, "m.room.message", OFFLINE, delay=2000, restart_interval=0.5,
-            on_exit=ExitPolicy.CANCEL,
+            room.room_id, "m.room.message", OFFLINE, delay=timedelta(seconds=2),
+            restart_interval=timedelta(milliseconds=500), on_exit=ExitPolicy.CANCEL,
         )  # fmt: skip
         for trial in range(50):
             name, start = faults[trial % len(faults)]
@@ -153,7 +154,11 @@ async def test_2_outage_longer_than_the_delay_is_reported_then_rearmed_once(
     async with KeepAliveManager(bot) as manager:
         manager.on_event(recorder)
         switch = await manager.add(
-            room.room_id, "m.room.message", OFFLINE, delay=2000, on_exit=ExitPolicy.CANCEL
+            room.room_id,
+            "m.room.message",
+            OFFLINE,
+            delay=timedelta(seconds=2),
+            on_exit=ExitPolicy.CANCEL,
         )
         for trial in range(2):
             await asyncio.sleep(1)
@@ -184,12 +189,12 @@ async def test_3_synapse_killed_and_restarted(room: Room) -> None:
     async with KeepAliveManager(room.bot) as manager:
         manager.on_event(recorder)
         short = await manager.add(
-            room.room_id, "m.room.message", OFFLINE, delay=10_000, restart_interval=1.0,
-            on_exit=ExitPolicy.CANCEL, key="short",
+            room.room_id, "m.room.message", OFFLINE, delay=timedelta(seconds=10),
+            restart_interval=timedelta(seconds=1), on_exit=ExitPolicy.CANCEL, key="short",
         )  # fmt: skip
         long = await manager.add(
-            room.room_id, "m.room.message", OFFLINE, delay=2000, on_exit=ExitPolicy.CANCEL,
-            key="long",
+            room.room_id, "m.room.message", OFFLINE, delay=timedelta(seconds=2),
+            on_exit=ExitPolicy.CANCEL, key="long",
         )  # fmt: skip
         first_short_id = short.delay_id
         await asyncio.sleep(1)
@@ -251,7 +256,11 @@ async def test_5_blocked_event_loop_is_noticed_verified_and_rearmed(room: Room) 
     async with KeepAliveManager(room.bot) as manager:
         manager.on_event(recorder)
         switch = await manager.add(
-            room.room_id, "m.room.message", OFFLINE, delay=2000, on_exit=ExitPolicy.CANCEL
+            room.room_id,
+            "m.room.message",
+            OFFLINE,
+            delay=timedelta(seconds=2),
+            on_exit=ExitPolicy.CANCEL,
         )
         await asyncio.sleep(1)
         time.sleep(3.5)  # noqa: ASYNC251 - the point: the whole loop stands still
@@ -293,8 +302,8 @@ async def test_6_rate_limit_storm_across_100_switches() -> None:
                 async with KeepAliveManager(room.bot) as manager:
                     switches = [
                         await manager.add(
-                            room.room_id, "m.room.message", OFFLINE, delay=45_000, key=str(n),
-                            on_exit=ExitPolicy.KEEP,
+                            room.room_id, "m.room.message", OFFLINE,
+                            delay=timedelta(seconds=45), key=str(n), on_exit=ExitPolicy.KEEP,
                         )
                         for n in range(100)
                     ]  # fmt: skip

@@ -9,6 +9,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -73,7 +74,7 @@ async def test_legacy_mode_arms_an_empty_leave_then_publishes_the_membership(
 ) -> None:
     client = await fake_client(fake)
     async with client.rtc_membership(
-        ROOM, mode="legacy", transports=[LIVEKIT], call_intent="audio", delay=30_000
+        ROOM, mode="legacy", transports=[LIVEKIT], call_intent="audio", delay=timedelta(seconds=30)
     ) as call:
         assert call.mode is RtcMode.LEGACY
         assert call.state_key == STATE_KEY
@@ -117,7 +118,9 @@ async def test_sticky_mode_arms_a_sticky_leave_then_publishes_a_sticky_membershi
     sticky_server: FakeHomeserver,
 ) -> None:
     client = await fake_client(sticky_server)
-    async with client.rtc_membership(ROOM, transports=[LIVEKIT], delay=30_000) as call:
+    async with client.rtc_membership(
+        ROOM, transports=[LIVEKIT], delay=timedelta(seconds=30)
+    ) as call:
         assert call.mode is RtcMode.STICKY  # AUTO, on a server with sticky events
         assert call.state_key is None
         member_id = call.member_id
@@ -171,8 +174,8 @@ async def test_sticky_mode_on_a_server_without_sticky_events_sends_nothing(
         {"slot": "a#b"},
         {"application": ""},
         {"transports": [{"url": "no type"}]},
-        {"delay": 0},
-        {"sticky_duration": 2 * 3600 * 1000},
+        {"delay": timedelta(seconds=0)},
+        {"sticky_duration": timedelta(hours=2)},
     ],
 )
 async def test_bad_options_are_refused_before_anything_is_sent(
@@ -195,7 +198,12 @@ async def test_a_refresh_follows_a_confirmed_restart_of_the_leave(
     """Stickiness of 1.2 s: the membership is sent again every 0.9 s, each time only after the
     leave (restarted every second) was restarted since the refresh fell due."""
     client = await fake_client(sticky_server)
-    async with client.rtc_membership(ROOM, mode="sticky", delay=3000, sticky_duration=1200) as call:
+    async with client.rtc_membership(
+        ROOM,
+        mode="sticky",
+        delay=timedelta(seconds=3),
+        sticky_duration=timedelta(milliseconds=1200),
+    ) as call:
         await published(call, 4)
     order = kinds(sticky_server)
     publishes = [i for i, kind in enumerate(order) if kind == "publish"][:4]
@@ -211,7 +219,12 @@ async def test_after_a_stall_the_leave_is_kept_before_the_membership_is_refreshe
     wake the membership goes out only once the leave has been restarted, or re-armed if the
     server sent it (here the first restarts fail)."""
     client = await fake_client(sticky_server)
-    async with client.rtc_membership(ROOM, mode="sticky", delay=1500, sticky_duration=2000) as call:
+    async with client.rtc_membership(
+        ROOM,
+        mode="sticky",
+        delay=timedelta(milliseconds=1500),
+        sticky_duration=timedelta(seconds=2),
+    ) as call:
         await asyncio.sleep(0.2)  # the refresh is waiting for its time
         mark = len(sticky_server.requests)
         sticky_server.inject(Fault(path_contains="/restart", status=503, times=2))
@@ -233,7 +246,9 @@ async def test_a_legacy_refresh_keeps_created_ts_and_lengthens_expires(
     fake: FakeHomeserver,
 ) -> None:
     client = await fake_client(fake)
-    async with client.rtc_membership(ROOM, mode="legacy", delay=3000, expires=1200) as call:
+    async with client.rtc_membership(
+        ROOM, mode="legacy", delay=timedelta(seconds=3), expires=timedelta(milliseconds=1200)
+    ) as call:
         await published(call, 2)
     first, second = (e["content"] for e in sent_events(fake, LEGACY_TYPE)[:2])
     assert "created_ts" not in first
@@ -247,7 +262,9 @@ async def test_a_fired_leave_is_rearmed_and_the_membership_published_again(
     sticky_server: FakeHomeserver,
 ) -> None:
     client = await fake_client(sticky_server)
-    async with client.rtc_membership(ROOM, mode="sticky", delay=1500) as call:
+    async with client.rtc_membership(
+        ROOM, mode="sticky", delay=timedelta(milliseconds=1500)
+    ) as call:
         [leave] = sticky_server.scheduled()
         sticky_server.fire(leave["delay_id"])  # as if the bot had been unreachable
         await published(call, 2)

@@ -12,6 +12,7 @@ import shutil
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -187,7 +188,9 @@ async def test_js_sdk_lists_the_bot_and_drops_it_at_once_on_a_clean_exit(
     bot_id, peer_id = room.bot.user_id, room.watcher.user_id
     peer = await Peer.start(node, room, mode)
     try:
-        async with room.bot.rtc_membership(room.room_id, mode=mode, delay=20_000) as call:
+        async with room.bot.rtc_membership(
+            room.room_id, mode=mode, delay=timedelta(seconds=20)
+        ) as call:
             assert call.mode is RtcMode(mode)
             await peer.wait_until(listing(bot_id, KIND[mode]), timeout=15)
             [(_, members)] = peer.snapshots[-1:]
@@ -264,7 +267,7 @@ async def membership_state(room: Room, state_key: str) -> dict[str, Any] | None:
 
 async def test_legacy_mode_on_either_synapse_joins_and_leaves(any_room: Room) -> None:
     room = any_room
-    async with room.bot.rtc_membership(room.room_id, delay=10_000) as call:
+    async with room.bot.rtc_membership(room.room_id, delay=timedelta(seconds=10)) as call:
         # AUTO: neither shared Synapse advertises sticky events.
         assert call.mode is RtcMode.LEGACY
         assert call.state_key is not None
@@ -314,7 +317,7 @@ async def test_legacy_mode_keeps_its_leave_under_synapses_default_rate_limits(
     room = stock_room
     room.bot.delayed_events_limits = ServerLimits()  # Synapse's defaults, as the server has
     async with room.bot.rtc_membership(
-        room.room_id, mode="legacy", delay=3000, expires=4000
+        room.room_id, mode="legacy", delay=timedelta(seconds=3), expires=timedelta(seconds=4)
     ) as call:
         await asyncio.sleep(9)
         assert call.switch.state is SwitchState.ARMED
@@ -346,7 +349,10 @@ async def test_in_an_encrypted_room_the_sticky_membership_and_its_leave_are_encr
         for client in (bot, watcher):
             assert isinstance(await client.sync(timeout=0, full_state=True), SyncResponse)
         async with bot.rtc_membership(
-            created.room_id, mode="sticky", ignore_unverified_devices=True, delay=20_000
+            created.room_id,
+            mode="sticky",
+            ignore_unverified_devices=True,
+            delay=timedelta(seconds=20),
         ) as call:
             listing = await bot.delayed_events()
             assert isinstance(listing, DelayedEventsListResponse), listing

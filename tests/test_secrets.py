@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import pytest
 
@@ -27,7 +28,9 @@ async def test_full_api_lifecycle_logs_no_secret(
     token = client.access_token
     results: list[object] = []
     try:
-        scheduled = await client.room_send_delayed("!r:fake", "m.room.message", {"b": 1}, 5000)
+        scheduled = await client.room_send_delayed(
+            "!r:fake", "m.room.message", {"b": 1}, timedelta(seconds=5)
+        )
         assert isinstance(scheduled, RoomSendDelayedResponse)
         delay_id = str(scheduled.delay_id)
         results.append(scheduled)
@@ -63,7 +66,9 @@ async def test_keep_alive_lifecycle_logs_no_secret(caplog: pytest.LogCaptureFixt
         token = client.access_token
         manager = KeepAliveManager(client, clock=clock)
         manager.on_event(events.append)
-        switch = await manager.add("!r:fake", "m.room.message", {"body": "bye"}, delay=30_000)
+        switch = await manager.add(
+            "!r:fake", "m.room.message", {"body": "bye"}, delay=timedelta(seconds=30)
+        )
         first_id = str(switch.delay_id)
         server.inject(Fault(path_contains="/restart", status=503, body="down", times=2))
         await clock.advance(25)

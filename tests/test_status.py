@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -94,8 +95,8 @@ async def test_status_json_is_for_scripts(
 async def test_status_lists_each_switch_when_the_exporter_names_them(
     bot: Bot, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    await bot.add("soon", delay=10_000)
-    await bot.add("later", delay=60_000)
+    await bot.add("soon", delay=timedelta(seconds=10))
+    await bot.add("later", delay=timedelta(minutes=1))
     registry = CollectorRegistry()
     register(bot.manager, registry, per_switch=True)
     app = web.Application()

@@ -87,7 +87,11 @@ async def test_the_request_carries_the_sticky_duration_and_the_fired_event_is_st
 ) -> None:
     client = await fake_client(sticky_server)
     resp = await client.room_send_delayed(
-        ROOM, "m.room.message", TEXT, 300, sticky_duration=timedelta(minutes=10)
+        ROOM,
+        "m.room.message",
+        TEXT,
+        timedelta(milliseconds=300),
+        sticky_duration=timedelta(minutes=10),
     )
     assert isinstance(resp, RoomSendDelayedResponse), resp
     assert resp.sticky_duration_ms == 600_000
@@ -103,7 +107,7 @@ async def test_a_message_without_sticky_duration_is_not_sticky(
     sticky_server: FakeHomeserver,
 ) -> None:
     client = await fake_client(sticky_server)
-    resp = await client.room_send_delayed(ROOM, "m.room.message", TEXT, 300)
+    resp = await client.room_send_delayed(ROOM, "m.room.message", TEXT, timedelta(milliseconds=300))
     assert isinstance(resp, RoomSendDelayedResponse), resp
     sticky_server.fire(resp.delay_id)
     await client.close()
@@ -114,7 +118,7 @@ async def test_a_message_without_sticky_duration_is_not_sticky(
 async def test_a_server_without_sticky_events_is_sent_nothing(fake: FakeHomeserver) -> None:
     client = await fake_client(fake)
     resp = await client.room_send_delayed(
-        ROOM, "m.room.message", TEXT, 60_000, sticky_duration=timedelta(seconds=30)
+        ROOM, "m.room.message", TEXT, timedelta(minutes=1), sticky_duration=timedelta(seconds=30)
     )
     await client.close()
     assert isinstance(resp, RoomSendDelayedError)
@@ -135,7 +139,7 @@ async def test_a_sticky_duration_not_positive_or_above_an_hour_is_invalid(
         ROOM,
         "m.room.message",
         TEXT,
-        60_000,
+        timedelta(minutes=1),
         sticky_duration=duration,  # type: ignore[arg-type]
     )
     await client.close()
@@ -147,7 +151,7 @@ async def test_a_sticky_duration_not_positive_or_above_an_hour_is_invalid(
 async def test_an_hour_is_the_longest_sticky_duration(sticky_server: FakeHomeserver) -> None:
     client = await fake_client(sticky_server)
     resp = await client.room_send_delayed(
-        ROOM, "m.room.message", TEXT, 60_000, sticky_duration=timedelta(hours=1)
+        ROOM, "m.room.message", TEXT, timedelta(minutes=1), sticky_duration=timedelta(hours=1)
     )
     await client.close()
     assert isinstance(resp, RoomSendDelayedResponse), resp
@@ -191,7 +195,9 @@ async def test_a_sticky_switch_does_not_adopt_a_leftover_it_cannot_tell_is_stick
         # A previous process left the same switch scheduled; no listing says if it is sticky.
         previous_client = await fake_client(server)
         previous = KeepAliveManager(previous_client, clock=clock, seed=1)
-        old = await previous.add(ROOM, "m.room.message", TEXT, delay=30_000, on_exit="keep")
+        old = await previous.add(
+            ROOM, "m.room.message", TEXT, delay=timedelta(seconds=30), on_exit="keep"
+        )
         leftover = old.delay_id
         await advancing(clock, previous.close())
         await previous_client.close()
@@ -199,7 +205,13 @@ async def test_a_sticky_switch_does_not_adopt_a_leftover_it_cannot_tell_is_stick
         manager = KeepAliveManager(client, clock=clock, seed=2)
         switch = await advancing(
             clock,
-            manager.add(ROOM, "m.room.message", TEXT, delay=30_000, sticky_duration=20_000),
+            manager.add(
+                ROOM,
+                "m.room.message",
+                TEXT,
+                delay=timedelta(seconds=30),
+                sticky_duration=timedelta(seconds=20),
+            ),
         )
         assert switch.delay_id != leftover
         assert [d["delay_id"] for d in server.scheduled()] == [switch.delay_id]
@@ -214,7 +226,13 @@ async def test_a_sticky_switch_is_refused_by_a_server_without_sticky_events(
     client = await fake_client(fake)
     async with KeepAliveManager(client) as manager:
         with pytest.raises(UnsupportedServerError, match="MSC4354"):
-            await manager.add(ROOM, "m.room.message", TEXT, delay=30_000, sticky_duration=20_000)
+            await manager.add(
+                ROOM,
+                "m.room.message",
+                TEXT,
+                delay=timedelta(seconds=30),
+                sticky_duration=timedelta(seconds=20),
+            )
     await client.close()
     assert fake.requests_to("/delayed_event/") == []
 
@@ -233,10 +251,14 @@ async def test_an_ordinary_sticky_message_is_sent_only_where_advertised(
     await client.close()
 
     plain = await fake_client(fake)
-    refused = await plain.send_event_bounded(ROOM, "m.room.message", TEXT, sticky_duration=5000)
+    refused = await plain.send_event_bounded(
+        ROOM, "m.room.message", TEXT, sticky_duration=timedelta(seconds=5)
+    )
     assert isinstance(refused, DelayedEventError)
     assert refused.kind is ErrorKind.UNSUPPORTED
-    state = await plain.send_event_bounded(ROOM, "org.example.s", {}, "", sticky_duration=5000)
+    state = await plain.send_event_bounded(
+        ROOM, "org.example.s", {}, "", sticky_duration=timedelta(seconds=5)
+    )
     assert isinstance(state, DelayedEventError)
     assert state.kind is ErrorKind.INVALID
     assert fake.room_events == []
@@ -247,7 +269,12 @@ async def test_a_sticky_state_switch_is_invalid(sticky_server: FakeHomeserver) -
     client = await fake_client(sticky_server)
     with pytest.raises(InvalidInput, match="message switches"):
         async with client.dead_mans_switch(
-            ROOM, "org.example.status", {}, delay=30_000, state_key="", sticky_duration=20_000
+            ROOM,
+            "org.example.status",
+            {},
+            delay=timedelta(seconds=30),
+            state_key="",
+            sticky_duration=timedelta(seconds=20),
         ):
             pass
     await client.close()
@@ -312,7 +339,11 @@ async def test_a_synapse_without_sticky_events_is_sent_nothing(room: Room) -> No
     """``room``: the shared Synapses of both generations, neither with MSC4354 on (1.142.1 has
     none at all)."""
     resp = await room.bot.room_send_delayed(
-        room.room_id, "m.room.message", TEXT, 500, sticky_duration=timedelta(minutes=5)
+        room.room_id,
+        "m.room.message",
+        TEXT,
+        timedelta(milliseconds=500),
+        sticky_duration=timedelta(minutes=5),
     )
     assert isinstance(resp, RoomSendDelayedError)
     assert resp.kind is ErrorKind.UNSUPPORTED

@@ -12,6 +12,7 @@ import math
 import os
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -81,7 +82,7 @@ def record(scenario: str, room: Room, **figures: object) -> None:
 async def arm(manager: KeepAliveManager, room: Room, count: int) -> list[object]:
     return [
         await manager.add(
-            room.room_id, "m.room.message", OFFLINE, delay=int(DELAY * 1000), key=f"s{n}",
+            room.room_id, "m.room.message", OFFLINE, delay=timedelta(seconds=DELAY), key=f"s{n}",
             on_exit=ExitPolicy.CANCEL,
         )
         for n in range(count)
@@ -95,7 +96,7 @@ async def test_a_switches_at_90_percent_of_capacity_never_fire(
     events: list[SwitchEvent] = []
     async with KeepAliveManager(bot) as manager:
         manager.on_event(events.append)
-        capacity = manager.capacity().max_switches(DELAY)
+        capacity = manager.capacity().max_switches(timedelta(seconds=DELAY))
         count = math.floor(0.9 * capacity)
         switches = await arm(manager, room, count)
         started = time.monotonic()
@@ -126,13 +127,13 @@ async def test_b_switches_at_160_percent_are_told_before_any_deadline_and_the_re
     events: list[tuple[float, SwitchEvent]] = []
     async with KeepAliveManager(bot) as manager:
         manager.on_event(lambda e: events.append((time.monotonic(), e)))
-        capacity = manager.capacity().max_switches(DELAY)
+        capacity = manager.capacity().max_switches(timedelta(seconds=DELAY))
         count = math.ceil(1.6 * capacity)
         switches, added_at = [], {}
         for n in range(count):  # arming takes a while: Synapse schedules 0.2 a second
             switch = await manager.add(
-                room.room_id, "m.room.message", OFFLINE, delay=int(DELAY * 1000), key=f"s{n}",
-                on_exit=ExitPolicy.CANCEL,
+                room.room_id, "m.room.message", OFFLINE, delay=timedelta(seconds=DELAY),
+                key=f"s{n}", on_exit=ExitPolicy.CANCEL,
             )  # fmt: skip
             switches.append(switch)
             added_at[id(switch)] = time.monotonic()

@@ -112,11 +112,11 @@ def test_probe_answers(status: int, errcode: str | None, has_endpoint: bool) -> 
 @pytest.mark.parametrize(
     ("delay", "ms"),
     [
-        (1, 1),
-        (5000, 5000),
+        (timedelta(milliseconds=1), 1),
+        (timedelta(seconds=5), 5000),
         (timedelta(seconds=2.5), 2500),
         (timedelta(hours=24), 86_400_000),
-        (MAX_JSON_INT, MAX_JSON_INT),
+        (timedelta(milliseconds=MAX_JSON_INT), MAX_JSON_INT),
     ],
 )
 def test_valid_delays(delay: object, ms: int) -> None:
@@ -131,10 +131,11 @@ def test_valid_delays(delay: object, ms: int) -> None:
         (timedelta(0), "positive"),
         (timedelta(seconds=-1), "positive"),
         (timedelta(microseconds=1500), "whole number of milliseconds"),
-        (1.5, "timedelta or an int"),
-        ("1000", "timedelta or an int"),
-        (True, "timedelta or an int"),
-        (None, "timedelta or an int"),
+        (1.5, "datetime.timedelta"),
+        ("1000", "datetime.timedelta"),
+        (True, "datetime.timedelta"),
+        (None, "datetime.timedelta"),
+        (timedelta(milliseconds=MAX_JSON_INT + 1), "at most"),
         (MAX_JSON_INT + 1, "at most"),
     ],
 )

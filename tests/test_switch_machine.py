@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from datetime import timedelta
 
 import pytest
 
@@ -16,7 +17,12 @@ from nio_delayed._keepalive.machine import (
 
 
 def machine(delay: float = 30.0, interval: float = 10.0) -> SwitchMachine:
-    return SwitchMachine(delay, interval, Backoff(initial=0.25, maximum=30), random.Random(7))
+    return SwitchMachine(
+        delay,
+        interval,
+        Backoff(initial=timedelta(milliseconds=250), maximum=timedelta(seconds=30)),
+        random.Random(7),
+    )
 
 
 def test_default_interval_is_a_third_of_the_delay() -> None:
@@ -147,7 +153,10 @@ def test_lost_rearms_now_or_stops() -> None:
 
 
 def test_backoff_doubles_with_equal_jitter_and_a_ceiling() -> None:
-    backoff, rng = Backoff(initial=1.0, maximum=8.0), random.Random(1)
+    backoff, rng = (
+        Backoff(initial=timedelta(seconds=1), maximum=timedelta(seconds=8)),
+        random.Random(1),
+    )
     for failures, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (9, 8.0)]:
         for _ in range(50):
             assert ceiling / 2 <= backoff.wait(failures, rng) <= ceiling

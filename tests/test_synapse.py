@@ -49,7 +49,9 @@ async def test_support_is_negotiated_as_legacy_dialect(room: Room) -> None:
 
 async def test_message_fires_after_delay_and_second_user_sees_it(room: Room) -> None:
     scheduled_at = time.monotonic()
-    resp = await room.bot.room_send_delayed(room.room_id, "m.room.message", TEXT, 1000)
+    resp = await room.bot.room_send_delayed(
+        room.room_id, "m.room.message", TEXT, timedelta(seconds=1)
+    )
     assert isinstance(resp, RoomSendDelayedResponse), resp
     assert await room.messages() == []
 
@@ -78,7 +80,9 @@ async def test_state_event_is_scheduled_and_fires(room: Room) -> None:
 
 
 async def test_restarting_keeps_it_from_firing_until_restarts_stop(room: Room) -> None:
-    resp = await room.bot.room_send_delayed(room.room_id, "m.room.message", TEXT, 1500)
+    resp = await room.bot.room_send_delayed(
+        room.room_id, "m.room.message", TEXT, timedelta(seconds=1.5)
+    )
     assert isinstance(resp, RoomSendDelayedResponse)
     for _ in range(8):  # 4 s of restarts, well past the 1.5 s delay
         await asyncio.sleep(0.5)
@@ -95,7 +99,9 @@ async def test_restarting_keeps_it_from_firing_until_restarts_stop(room: Room) -
 
 
 async def test_cancel_means_it_never_fires(room: Room) -> None:
-    resp = await room.bot.room_send_delayed(room.room_id, "m.room.message", TEXT, 1000)
+    resp = await room.bot.room_send_delayed(
+        room.room_id, "m.room.message", TEXT, timedelta(seconds=1)
+    )
     assert isinstance(resp, RoomSendDelayedResponse)
     cancelled = await room.bot.cancel_delayed_event(resp.delay_id)
     assert isinstance(cancelled, UpdateDelayedEventResponse), cancelled
@@ -108,7 +114,9 @@ async def test_cancel_means_it_never_fires(room: Room) -> None:
 
 
 async def test_send_now_sends_at_once(room: Room) -> None:
-    resp = await room.bot.room_send_delayed(room.room_id, "m.room.message", TEXT, 60_000)
+    resp = await room.bot.room_send_delayed(
+        room.room_id, "m.room.message", TEXT, timedelta(minutes=1)
+    )
     assert isinstance(resp, RoomSendDelayedResponse)
     sent = await room.bot.send_delayed_event_now(resp.delay_id)
     assert isinstance(sent, UpdateDelayedEventResponse), sent
@@ -120,9 +128,11 @@ async def test_send_now_sends_at_once(room: Room) -> None:
 
 
 async def test_lookup_and_list(room: Room) -> None:
-    message = await room.bot.room_send_delayed(room.room_id, "m.room.message", TEXT, 60_000)
+    message = await room.bot.room_send_delayed(
+        room.room_id, "m.room.message", TEXT, timedelta(minutes=1)
+    )
     state = await room.bot.room_put_state_delayed(
-        room.room_id, "org.example.status", {"online": False}, 60_000, "bot"
+        room.room_id, "org.example.status", {"online": False}, timedelta(minutes=1), "bot"
     )
     assert isinstance(message, RoomSendDelayedResponse)
     assert isinstance(state, RoomPutStateDelayedResponse)
@@ -157,9 +167,11 @@ async def test_released_synapse_keeps_its_msc4140_listing_and_filters_work_on_it
     support = await room.bot.delayed_events_support()
     assert isinstance(support, DelayedEventsSupportResponse)
     assert support.listing is Listing.MSC4140
-    message = await room.bot.room_send_delayed(room.room_id, "m.room.message", TEXT, 60_000)
+    message = await room.bot.room_send_delayed(
+        room.room_id, "m.room.message", TEXT, timedelta(minutes=1)
+    )
     state = await room.bot.room_put_state_delayed(
-        room.room_id, "org.example.status", {"online": False}, 60_000, "bot"
+        room.room_id, "org.example.status", {"online": False}, timedelta(minutes=1), "bot"
     )
     assert isinstance(message, RoomSendDelayedResponse)
     assert isinstance(state, RoomPutStateDelayedResponse)
@@ -181,7 +193,9 @@ async def test_released_synapse_keeps_its_msc4140_listing_and_filters_work_on_it
 
 
 async def test_only_the_sender_sees_the_delay_id_of_a_fired_event(room: Room) -> None:
-    resp = await room.bot.room_send_delayed(room.room_id, "m.room.message", TEXT, 300)
+    resp = await room.bot.room_send_delayed(
+        room.room_id, "m.room.message", TEXT, timedelta(milliseconds=300)
+    )
     assert isinstance(resp, RoomSendDelayedResponse)
 
     async def arrived() -> bool:
@@ -203,7 +217,9 @@ async def test_only_the_sender_sees_the_delay_id_of_a_fired_event(room: Room) ->
 async def test_management_without_a_token(room: Room) -> None:
     """The merged MSC authenticates management; Synapse 1.143+ still takes the delay_id alone
     (the client always sends its token)."""
-    resp = await room.bot.room_send_delayed(room.room_id, "m.room.message", TEXT, 60_000)
+    resp = await room.bot.room_send_delayed(
+        room.room_id, "m.room.message", TEXT, timedelta(minutes=1)
+    )
     assert isinstance(resp, RoomSendDelayedResponse)
     current = room.server.version == CURRENT_SYNAPSE
     base = f"{room.server.url}/_matrix/client/unstable/org.matrix.msc4140/delayed_events"
@@ -266,10 +282,14 @@ async def test_server_with_feature_off_gets_nothing(
         assert isinstance(support, DelayedEventsSupportResponse)
         assert not support.supported
         assert "delayed events" in support.reason
-        resp = await room.bot.room_send_delayed(room.room_id, "m.room.message", TEXT, 1000)
+        resp = await room.bot.room_send_delayed(
+            room.room_id, "m.room.message", TEXT, timedelta(seconds=1)
+        )
         assert isinstance(resp, RoomSendDelayedError)
         assert resp.kind is ErrorKind.UNSUPPORTED
-        state = await room.bot.room_put_state_delayed(room.room_id, "org.example.s", {}, 1000)
+        state = await room.bot.room_put_state_delayed(
+            room.room_id, "org.example.s", {}, timedelta(seconds=1)
+        )
         assert state.kind is ErrorKind.UNSUPPORTED  # type: ignore[union-attr]
         await asyncio.sleep(1.5)
         assert await room.messages() == []
@@ -281,7 +301,9 @@ async def test_management_works_with_another_client_of_the_same_user(synapse: De
     first, second = await login(synapse, user), await login(synapse, user)
     try:
         created = await first.room_create()
-        resp = await first.room_send_delayed(created.room_id, "m.room.message", TEXT, 60_000)  # type: ignore[union-attr]
+        resp = await first.room_send_delayed(
+            created.room_id, "m.room.message", TEXT, timedelta(minutes=1)
+        )  # type: ignore[union-attr]
         assert isinstance(resp, RoomSendDelayedResponse)
         for client in (first, second, first):
             restarted = await client.restart_delayed_event(resp.delay_id)
@@ -295,8 +317,12 @@ async def test_management_works_with_another_client_of_the_same_user(synapse: De
 
 async def test_retry_with_the_same_transaction_id_returns_the_same_delay_id(room: Room) -> None:
     """What makes retrying an unanswered message schedule safe."""
-    first = await room.bot.room_send_delayed(room.room_id, "m.room.message", TEXT, 60_000, "t-1")
-    again = await room.bot.room_send_delayed(room.room_id, "m.room.message", TEXT, 60_000, "t-1")
+    first = await room.bot.room_send_delayed(
+        room.room_id, "m.room.message", TEXT, timedelta(minutes=1), "t-1"
+    )
+    again = await room.bot.room_send_delayed(
+        room.room_id, "m.room.message", TEXT, timedelta(minutes=1), "t-1"
+    )
     assert isinstance(first, RoomSendDelayedResponse)
     assert isinstance(again, RoomSendDelayedResponse)
     assert first.delay_id == again.delay_id

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import time
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from ..delay_id import DelayId
@@ -143,19 +144,21 @@ class Arming:
     ) -> RoomSendDelayedResponse | RoomPutStateDelayedResponse | DelayedEventError:
         s = switch.settings
         policy = self._ctx.policy()
+        delay = timedelta(milliseconds=s.delay_ms)
         if s.state_key is None:
+            sticky = s.sticky_duration_ms
             return await self._client.room_send_delayed(
                 s.room_id,
                 s.event_type,
                 s.content,
-                s.delay_ms,
+                delay,
                 tx_id,
                 ignore_unverified_devices=s.ignore_unverified_devices,
                 policy=policy,
-                sticky_duration=s.sticky_duration_ms,
+                sticky_duration=None if sticky is None else timedelta(milliseconds=sticky),
             )
         return await self._client.room_put_state_delayed(
-            s.room_id, s.event_type, s.content, s.delay_ms, s.state_key, policy=policy
+            s.room_id, s.event_type, s.content, delay, s.state_key, policy=policy
         )
 
     async def _scheduled(

@@ -15,6 +15,7 @@ from ..limits import ServerLimits
 from ..responses import DelayedEventError
 from ..support import Dialect
 from ..transport import RequestPolicy
+from ..validation import Seconds
 from .budget import Bucket, Grant, Priority, RequestBudget
 from .events import Emitter
 from .machine import Backoff, SwitchState
@@ -263,12 +264,13 @@ class KeepAliveContext:
             timer.cancel()
 
     def _build_policy(self, timeout: float, attempts: int) -> RequestPolicy:
+        # Seconds: durations this library already holds as seconds (no deprecation warning).
         return RequestPolicy(
-            timeout=timeout,
+            timeout=Seconds(timeout),
             max_attempts=attempts,
-            max_retry_after=min(10.0, timeout),
-            backoff_initial=self.backoff.initial,
-            backoff_max=min(self.backoff.maximum, timeout),
+            max_retry_after=Seconds(min(10.0, timeout)),
+            backoff_initial=Seconds(self.backoff.initial),
+            backoff_max=Seconds(min(self.backoff.maximum, timeout)),
         )
 
     def retry_later(

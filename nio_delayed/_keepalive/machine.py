@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import Enum
+
+from ..validation import Seconds, seconds_of
 
 __all__ = ["Backoff", "SwitchMachine", "SwitchState", "SwitchStats", "default_interval"]
 
@@ -104,14 +107,26 @@ class SwitchStats:
             )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Backoff:
     """Exponential back-off between failed attempts: ``initial`` doubling up to ``maximum``,
     each wait drawn between half and all of that ("equal jitter") so that switches that fail
-    together do not retry together."""
+    together do not retry together.
 
-    initial: float = 0.25
-    maximum: float = 30.0
+    Both are ``timedelta`` values (a bare number is still seconds, deprecated); the fields hold
+    float seconds."""
+
+    initial: float
+    maximum: float
+
+    def __init__(
+        self,
+        initial: timedelta | float = timedelta(milliseconds=250),
+        maximum: timedelta | float = timedelta(seconds=30),
+    ) -> None:
+        # Frozen: set once, as the generated __init__ would.
+        object.__setattr__(self, "initial", Seconds(seconds_of(initial, "initial")))
+        object.__setattr__(self, "maximum", Seconds(seconds_of(maximum, "maximum")))
 
     def wait(self, failures: int, rng: random.Random) -> float:
         ceiling = min(self.maximum, self.initial * 2 ** max(0, failures - 1))

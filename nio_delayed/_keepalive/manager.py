@@ -17,6 +17,7 @@ import logging
 import os
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -28,23 +29,16 @@ from ..responses import (
     DelayedEventsSupportError,
     DelayedEventsSupportResponse,
 )
-from ..validation import (
-    InvalidInput,
-    check_content,
-    check_event,
-    check_event_type,
-    check_state_key,
-    coerce_policy,
-    delay_to_ms,
-    sticky_to_ms,
-)
-from ..wire import OWNER_FIELD, SWITCH_KEY_FIELD
+from ..transport import MAX_POLICY_SECONDS
+from ..validation import InvalidInput, seconds_of
+from ..wire import OWNER_FIELD
 from .arming import Arming
 from .budget import Bucket, Priority
 from .context import KeepAliveContext
 from .events import EventStream, sum_stats
 from .fired import FireWatch
 from .machine import Backoff, SwitchMachine, SwitchStats, default_interval
+from .options import check_switch
 from .overwrite import OverwriteGuard
 from .ownership import Ownership, key_names_owner
 from .planning import Capacity, Planner
@@ -86,7 +80,7 @@ class KeepAliveManager:
     a budget that models them and learns tighter ones from the server's answers (see
     :meth:`capacity`). ``request_timeout``: the longest one restart attempt may take (less when
     the deadline is nearer). ``max_in_flight``: requests on the wire at once. ``stall_threshold``:
-    how late (s) the scheduler may wake before it reports an event-loop stall or a host suspend.
+    how late the scheduler may wake before it reports an event-loop stall or a host suspend.
     ``stop_timeout``: how long stopping a switch keeps trying to cancel or send its event (for
     instance through rate limits). ``track_lateness`` keeps how late each restart left (see
     ``lateness``). ``clock`` and ``seed`` are for tests.
@@ -98,6 +92,9 @@ class KeepAliveManager:
     every start. ``record_dir``: a directory of the bot's own (beside nio's store, say) where it
     records the events it armed, so that a restarted process finds them on a server that lists
     no delayed events; the files hold ``delay_id`` values and are the owner's alone (mode 0600).
+
+    Durations are ``timedelta`` values; a bare number is still read as seconds, with a
+    ``DeprecationWarning`` (refused from 1.0). A wrong value raises ``InvalidInput``.
     """
 
     def __init__(  # noqa: PLR0913  # the public signature: one keyword per option
@@ -105,10 +102,10 @@ class KeepAliveManager:
         client: KeepAliveClient,
         *,
         limits: ServerLimits | None = None,
-        request_timeout: float = 10.0,
+        request_timeout: timedelta | float = timedelta(seconds=10),
         max_in_flight: int = 32,
-        stall_threshold: float = 1.0,
-        stop_timeout: float = 30.0,
+        stall_threshold: timedelta | float = timedelta(seconds=1),
+        stop_timeout: timedelta | float = timedelta(seconds=30),
         backoff: Backoff | None = None,
         clock: Clock | None = None,
         seed: int | None = None,
@@ -116,12 +113,16 @@ class KeepAliveManager:
         owner: str | None = None,
         record_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        if not (request_timeout > 0 and stall_threshold > 0 and stop_timeout >= 0):
-            raise ValueError("request_timeout and stall_threshold must be > 0, stop_timeout >= 0")
+        # Durations are timedeltas; a bare number is still seconds (deprecated, warned).
+        request_timeout = seconds_of(request_timeout, "request_timeout", maximum=MAX_POLICY_SECONDS)
+        stall_threshold = seconds_of(stall_threshold, "stall_threshold")
+        stop_timeout = seconds_of(stop_timeout, "stop_timeout", allow_zero=True)
+        if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int):
+            raise InvalidInput(f"max_in_flight must be an int, not {type(max_in_flight).__name__}")
         if max_in_flight < 1:
-            raise ValueError("max_in_flight must be >= 1")
+            raise InvalidInput("max_in_flight must be >= 1")
         if owner is not None and not (isinstance(owner, str) and 0 < len(owner) <= 255):
-            raise ValueError("owner must be a non-empty string of at most 255 characters")
+            raise InvalidInput("owner must be a non-empty string of at most 255 characters")
         self.client = client
         self._owner_id = owner
         self._record_dir = record_dir
@@ -374,8 +375,14 @@ class KeepAliveManager:
     ) -> DeadMansSwitch:
         """Arm a switch and keep it from firing; returns once it is armed (and "alive" sent).
 
+        ``delay`` (a ``timedelta``, at least 1 s: a shorter one cannot be kept alive over a
+        network) is how long after the last restart the server sends the event.
         ``state_key=None`` makes the event a message; a string (``""`` included) a state event.
-        ``restart_interval`` defaults to a third of the delay (seconds or a timedelta).
+        ``restart_interval`` (a ``timedelta``, at least 100 ms and below the delay) defaults to a
+        third of the delay; if the server allows only a shorter delay than asked, an interval
+        not below that is replaced by a third of it (reported as ``DELAY_LOWERED``). A bare
+        number is still read as before, with a ``DeprecationWarning``: milliseconds for
+        ``delay`` and ``sticky_duration``, seconds for ``restart_interval``.
         ``key`` tells message switches of one type in one room apart. A message switch's content
         carries it under ``org.nio_delayed.switch``, so that a restarted process knows its own
         leftovers even if their text changed (a state event is known by its state key).
@@ -391,51 +398,43 @@ class KeepAliveManager:
         switches) sends the content exactly as given, without it (MatrixRTC's empty leave
         content, say); the switch's leftovers are then known by its state key, which must hold
         the owner id (a per-device key), or by the manager's record (``record_dir``).
-        Raises ``InvalidInput`` for bad arguments, :class:`UnsupportedServerError` on a server
-        without delayed events (or without sticky events, when asked for),
-        :class:`SwitchArmError` if the event could not be scheduled.
+        Raises ``InvalidInput`` for any argument of the wrong type or out of range (nothing is
+        sent), :class:`UnsupportedServerError` on a server without delayed events (or without
+        sticky events, when asked for), :class:`SwitchArmError` if the event could not be
+        scheduled.
         """
-        # A policy given as its value ("send") is that policy; anything else is refused.
-        on_exit = coerce_policy(ExitPolicy, on_exit, "on_exit")
-        on_lost = coerce_policy(LostPolicy, on_lost, "on_lost")
-        on_leftover = coerce_policy(LeftoverPolicy, on_leftover, "on_leftover")
-        on_overwrite = coerce_policy(OverwritePolicy, on_overwrite, "on_overwrite")
-        if state_key is None:
-            content = {**content, SWITCH_KEY_FIELD: check_state_key(key)}
-        room_id, event_type, content, state_key = check_event(
-            room_id, event_type, content, state_key
-        )
-        if not self._exact(exact_content, state_key):
-            content = {**content, OWNER_FIELD: self.owner}
-        alive = _checked_alive(alive)
-        requested_ms = delay_to_ms(delay)
-        sticky_ms = _checked_sticky(sticky_duration, state_key)
-        if self._close_task is not None:
-            raise KeepAliveError("this keep-alive manager is closed")
-        await self.start()
-        if sticky_ms is not None:
-            await self._require_sticky()
-        other = self._ctx.switches.get(identity(room_id, event_type, state_key, content))
-        if other is not None:
-            raise KeepAliveError(f"{other.handle!r} already guards this event")
-        settings = SwitchSettings(
+        asked, interval = check_switch(
             room_id,
             event_type,
             content,
-            state_key,
-            requested_ms,
-            self._allowed_delay_ms(requested_ms),
-            alive,
-            on_exit,
-            on_lost,
-            on_leftover,
-            on_overwrite,
-            ignore_unverified_devices,
-            priority,
-            sticky_ms,
-            exact_content,
+            delay=delay,
+            state_key=state_key,
+            restart_interval=restart_interval,
+            alive=alive,
+            on_exit=on_exit,
+            on_lost=on_lost,
+            on_leftover=on_leftover,
+            on_overwrite=on_overwrite,
+            key=key,
+            ignore_unverified_devices=ignore_unverified_devices,
+            priority=priority,
+            sticky_duration=sticky_duration,
+            exact_content=exact_content,
         )
-        switch = self._new_switch(settings, restart_interval)
+        if not self._exact(asked):
+            asked = replace(asked, content={**asked.content, OWNER_FIELD: self.owner})
+        if self._close_task is not None:
+            raise KeepAliveError("this keep-alive manager is closed")
+        await self.start()
+        if asked.sticky_duration_ms is not None:
+            await self._require_sticky()
+        other = self._ctx.switches.get(
+            identity(asked.room_id, asked.event_type, asked.state_key, asked.content)
+        )
+        if other is not None:
+            raise KeepAliveError(f"{other.handle!r} already guards this event")
+        settings = replace(asked, delay_ms=self._allowed_delay_ms(asked.requested_delay_ms))
+        switch = self._new_switch(settings, interval)
         switch.order = self._planner.next_order()
         await self._arming.arm_new(switch)
         self._ctx.switches.add(switch)
@@ -447,20 +446,13 @@ class KeepAliveManager:
         self._scheduler.schedule(switch)
         return switch.handle
 
-    def _exact(self, exact_content: object, state_key: str | None) -> bool:
+    def _exact(self, asked: SwitchSettings) -> bool:
         """Whether the content goes out exactly as given; refused where the switch could not
         tell its own leftovers then."""
-        if not isinstance(exact_content, bool):
-            raise InvalidInput("exact_content must be True or False")
-        if not exact_content:
+        if not asked.exact_content:
             return False
-        if state_key is None:
-            raise InvalidInput(
-                "exact_content is for state switches: a message switch carries its key and "
-                "owner in its content"
-            )
         owner = self.owner
-        if self._record_dir is None and not key_names_owner(state_key, owner):
+        if self._record_dir is None and not key_names_owner(asked.state_key, owner):
             raise InvalidInput(
                 f"with exact_content, the state key must hold the owner id ({owner!r}), as a "
                 "per-device key does, or the manager needs a record_dir: else a restarted "
@@ -480,12 +472,11 @@ class KeepAliveManager:
         maximum = self._ctx.max_delay_ms
         return requested_ms if maximum is None else min(requested_ms, maximum)
 
-    def _new_switch(
-        self, settings: SwitchSettings, restart_interval: timedelta | float | None
-    ) -> SwitchRuntime:
+    def _new_switch(self, settings: SwitchSettings, interval: float | None) -> SwitchRuntime:
         delay = settings.delay_ms / 1000
-        interval = _seconds(restart_interval) if restart_interval is not None else None
         if interval is None or interval >= delay:
+            # The default, or the server lowered the delay below the interval asked for (one
+            # below the delay asked for was checked by add()): re-derived, and said below.
             interval = default_interval(delay)
         machine = SwitchMachine(delay, interval, self.backoff, self.rng)
         switch = SwitchRuntime(settings, machine, self.clock, self._stopping.stop)
@@ -525,25 +516,3 @@ class KeepAliveManager:
     async def stop_switch(self, switch: DeadMansSwitch, policy: ExitPolicy | None = None) -> None:
         """Stop ``switch`` (same as ``await switch.stop(policy)``)."""
         await switch.stop(policy)
-
-
-def _checked_alive(alive: AliveEvent | None) -> AliveEvent | None:
-    if alive is None:
-        return None
-    return AliveEvent(
-        check_event_type(alive.event_type),
-        check_content(alive.content),
-        None if alive.state_key is None else check_state_key(alive.state_key),
-    )
-
-
-def _checked_sticky(duration: timedelta | int | None, state_key: str | None) -> int | None:
-    if duration is None:
-        return None
-    if state_key is not None:
-        raise InvalidInput("sticky_duration is for message switches; this one is a state event")
-    return sticky_to_ms(duration)
-
-
-def _seconds(value: timedelta | float) -> float:
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)

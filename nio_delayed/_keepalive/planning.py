@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass
 from datetime import timedelta
 
+from ..validation import seconds_of
 from .budget import Bucket
 from .capacity import UTILISATION, Need, Plan, deliverable, delivered, plan, safety_margin
 from .context import KeepAliveContext
@@ -55,20 +56,25 @@ class Capacity:
     hint_wait: float = 0.0
 
     def max_switches(self, delay: timedelta | float) -> int | None:
-        """How many switches of ``delay`` the budget keeps in all (``None``: no known limit)."""
+        """How many switches of ``delay`` (a ``timedelta``; a bare number is seconds,
+        deprecated) the budget keeps in all (``None``: no known limit)."""
+        seconds = seconds_of(delay, "delay")
         if self.restarts_per_second is None:
             return None
-        return math.floor(self.restarts_per_second * _longest(_seconds(delay)) + 1e-9)
+        return math.floor(self.restarts_per_second * _longest(seconds) + 1e-9)
 
     def more_switches(self, delay: timedelta | float) -> int | None:
-        """How many more switches of ``delay`` fit beside the ones running."""
+        """How many more switches of ``delay`` (as for :meth:`max_switches`) fit beside the
+        ones running."""
+        seconds = seconds_of(delay, "delay")
         if self.restarts_per_second is None:
             return None
         spare = self.restarts_per_second - self.needed_per_second
-        return max(0, math.floor(spare * _longest(_seconds(delay)) + 1e-9))
+        return max(0, math.floor(spare * _longest(seconds) + 1e-9))
 
     def arming_time(self, count: int, alive: bool = False) -> float:
-        """Seconds to arm ``count`` more switches (twice as many events with an "alive" one)."""
+        """Seconds to arm ``count`` more switches (twice as many events with an "alive" one).
+        A measurement, in float seconds like the other fields."""
         events = count * (2 if alive else 1)
         if self.arming_per_second is None:
             return 0.0
@@ -185,7 +191,3 @@ def _need(switch: SwitchRuntime) -> Need:
 
 def _longest(delay: float) -> float:
     return delay - safety_margin(delay)
-
-
-def _seconds(value: timedelta | float) -> float:
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)

@@ -13,6 +13,7 @@ from typing import Any
 from ..clock import Clock
 from ..delay_id import DelayId
 from ..responses import DelayedEventError
+from ..validation import seconds_of
 from .machine import SwitchMachine, SwitchState, SwitchStats
 
 __all__ = [
@@ -388,15 +389,20 @@ class DeadMansSwitch:
         """Call ``callback`` (synchronously) with every event of this switch."""
         self._runtime.callbacks.append(callback)
 
-    async def wait_for(self, *states: SwitchState, timeout: float | None = None) -> SwitchState:
-        """Wait until the switch is in one of ``states``; returns it."""
+    async def wait_for(
+        self, *states: SwitchState, timeout: timedelta | float | None = None
+    ) -> SwitchState:
+        """Wait until the switch is in one of ``states``; returns it. ``timeout``: a
+        ``timedelta`` (a bare number is seconds, deprecated); ``asyncio.TimeoutError`` after it.
+        """
+        seconds = None if timeout is None else seconds_of(timeout, "timeout")
 
         async def wait() -> SwitchState:
             while self.state not in states:
                 await self._runtime.changed()
             return self.state
 
-        return await asyncio.wait_for(wait(), timeout)
+        return await asyncio.wait_for(wait(), seconds)
 
     async def stop(self, policy: ExitPolicy | None = None) -> bool:
         """Stop restarting and end the event by ``policy`` (default: the switch's ``on_exit``).

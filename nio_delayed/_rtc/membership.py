@@ -127,7 +127,7 @@ def check_options(  # noqa: PLR0913  # the public signature: one keyword per opt
         application_data=check_content(application_data or {}),
         delay_ms=delay_to_ms(delay),
         sticky_ms=sticky_to_ms(sticky_duration),
-        expires_ms=delay_to_ms(expires),
+        expires_ms=delay_to_ms(expires, "expires"),
         ignore_unverified_devices=ignore_unverified_devices,
         priority=priority,
     )
@@ -269,7 +269,7 @@ class RtcMembership:
             o.room_id,
             self.event_type,
             self.leave_content(),
-            delay=o.delay_ms,
+            delay=timedelta(milliseconds=o.delay_ms),
             state_key=self.state_key,
             on_exit=ExitPolicy.SEND,
             on_lost=LostPolicy.REARM,
@@ -279,7 +279,7 @@ class RtcMembership:
             key=f"rtc-{uuid.uuid4().hex}",
             ignore_unverified_devices=o.ignore_unverified_devices,
             priority=o.priority,
-            sticky_duration=o.sticky_ms if sticky else None,
+            sticky_duration=timedelta(milliseconds=o.sticky_ms) if sticky else None,
             # The legacy leave must be exactly `{}`: clients read any other content as a
             # membership. Its state key names this device, which is how the switch knows its
             # own leftover without an owner field in the content.
@@ -312,7 +312,7 @@ class RtcMembership:
                 STICKY_MEMBER_TYPE,
                 self.leave_content(LeaveCode.LEAVE),
                 ignore_unverified_devices=self._options.ignore_unverified_devices,
-                sticky_duration=self._options.sticky_ms,
+                sticky_duration=timedelta(milliseconds=self._options.sticky_ms),
             )
             if isinstance(sent, str):
                 # Left: the delayed leave, if it cannot be cancelled, only repeats it.
@@ -396,7 +396,11 @@ class RtcMembership:
             content,
             self.state_key,
             ignore_unverified_devices=self._options.ignore_unverified_devices,
-            sticky_duration=self._options.sticky_ms if self._mode is RtcMode.STICKY else None,
+            sticky_duration=(
+                timedelta(milliseconds=self._options.sticky_ms)
+                if self._mode is RtcMode.STICKY
+                else None
+            ),
         )
         if not isinstance(sent, str):
             return str(sent)

@@ -10,7 +10,7 @@ import signal
 import sys
 
 from .. import __version__
-from .common import CommandError, connect
+from .common import DURATION_HELP, CommandError, connect
 from .demo import add_demo_command
 from .devserver_command import add_devserver_command
 from .operator import add_operator_commands
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nio-delayed",
         description="Matrix delayed events (MSC4140) and dead-man's switches.",
+        epilog=f"Every duration takes its unit: {DURATION_HELP} (a bare number is refused).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import DelayedAsyncClient, DelayedEventError, ErrorKind
+from ..validation import MIN_SWITCH_DELAY_MS
 
 __all__ = [
+    "DURATION_HELP",
     "EXIT_ERROR",
     "EXIT_OK",
     "EXIT_USAGE",
@@ -26,6 +28,7 @@ __all__ = [
     "exit_code_for",
     "parse_content",
     "parse_duration",
+    "parse_switch_delay",
     "print_error",
     "print_json",
     "print_table",
@@ -36,7 +39,9 @@ EXIT_ERROR = 1  # the server or the network said no
 EXIT_USAGE = 2  # the command line is wrong (as argparse does)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+#: How every duration option is written; said in each option's help.
+DURATION_HELP = "a number with its unit: 1500ms, 30s, 2m, 1h"
 
 
 class CommandError(Exception):
@@ -48,16 +53,32 @@ class CommandError(Exception):
 
 
 def parse_duration(text: str) -> timedelta:
-    """``"30s"``, ``"1500ms"``, ``"2m"``, ``"1h"``, or plain seconds (``"2.5"``)."""
+    """``"1500ms"``, ``"30s"``, ``"2m"``, ``"1h"``. The unit is required: a bare number is
+    refused, since the library once read one as milliseconds and this command as seconds."""
     match = _DURATION.match(text)
     if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: use {DURATION_HELP}")
+    number, unit = match.groups()
+    if unit is None:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a duration: use a number with ms, s, m or h (seconds by default)"
+            f"{text!r} has no unit: write {number}s for seconds or {number}ms for milliseconds "
+            f"({DURATION_HELP})"
         )
-    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    seconds = float(number) * _UNIT_SECONDS[unit]
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"{text!r}: a duration must be positive")
     return timedelta(milliseconds=round(seconds * 1000))
+
+
+def parse_switch_delay(text: str) -> timedelta:
+    """A dead-man's switch's delay: a duration of at least 1 s (the library's minimum)."""
+    delay = parse_duration(text)
+    if delay < timedelta(milliseconds=MIN_SWITCH_DELAY_MS):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is too short for a dead-man's switch: at least "
+            f"{MIN_SWITCH_DELAY_MS // 1000}s, or its restarts cannot cross a network in time"
+        )
+    return delay
 
 
 def parse_content(text: str) -> dict[str, Any]:

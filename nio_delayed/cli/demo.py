@@ -22,7 +22,7 @@ from nio.responses import RoomCreateResponse, RoomMessagesResponse
 
 from .. import DelayedAsyncClient
 from ..devserver import DevServer, DevServerError, DevUser
-from .common import EXIT_ERROR, EXIT_OK, parse_duration
+from .common import DURATION_HELP, EXIT_ERROR, EXIT_OK, parse_duration, parse_switch_delay
 from .devserver_command import start_devserver
 
 __all__ = ["add_demo_command"]
@@ -36,15 +36,15 @@ def add_demo_command(commands: argparse._SubParsersAction[argparse.ArgumentParse
     )
     parser.add_argument(
         "--delay",
-        type=parse_duration,
+        type=parse_switch_delay,
         default=timedelta(seconds=2),
-        help="the switch's delay (default 2s)",
+        help=f"the switch's delay, at least 1s ({DURATION_HELP}; default 2s)",
     )
     parser.add_argument(
         "--alive",
         type=parse_duration,
         default=timedelta(seconds=5),
-        help="how long the bot lives (default 5s)",
+        help=f"how long the bot lives ({DURATION_HELP}; default 5s)",
     )
     parser.add_argument(
         "--keep-server", action="store_true", help="leave Synapse running afterwards"

@@ -23,6 +23,7 @@ from .. import (
 )
 from ..delay_id import shorten
 from .common import (
+    DURATION_HELP,
     EXIT_ERROR,
     EXIT_OK,
     CommandError,
@@ -95,7 +96,7 @@ def add_operator_commands(commands: argparse._SubParsersAction[argparse.Argument
         "--content", required=True, type=parse_content, help="JSON object, or @file.json"
     )
     schedule_parser.add_argument(
-        "--delay", required=True, type=parse_duration, help="30s, 1500ms, 2m, 1h"
+        "--delay", required=True, type=parse_duration, help=f"when to send it: {DURATION_HELP}"
     )
     schedule_parser.add_argument("--state-key", help="makes it a state event ('' allowed)")
     schedule_parser.set_defaults(run=schedule)

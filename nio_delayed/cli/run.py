@@ -25,7 +25,15 @@ from .. import (
     KeepAliveError,
     SwitchEvent,
 )
-from .common import EXIT_ERROR, CommandError, add_credential_options, parse_content, parse_duration
+from .common import (
+    DURATION_HELP,
+    EXIT_ERROR,
+    CommandError,
+    add_credential_options,
+    parse_content,
+    parse_duration,
+    parse_switch_delay,
+)
 
 __all__ = ["add_run_command"]
 
@@ -47,10 +55,18 @@ def add_run_command(commands: argparse._SubParsersAction[argparse.ArgumentParser
     parser.add_argument("--room", required=True, help="room ID (!...)")
     parser.add_argument("--type", required=True, dest="event_type", help="event type")
     parser.add_argument("--content", required=True, type=parse_content, help="JSON, or @file.json")
-    parser.add_argument("--delay", required=True, type=parse_duration, help="30s, 2m, 1500ms")
+    parser.add_argument(
+        "--delay",
+        required=True,
+        type=parse_switch_delay,
+        help=f"the switch's delay, at least 1s ({DURATION_HELP})",
+    )
     parser.add_argument("--state-key", help="makes it a state event ('' allowed)")
     parser.add_argument(
-        "--interval", type=parse_duration, help="restart interval (default: delay/3)"
+        "--interval",
+        type=parse_duration,
+        help=f"restart interval, at least 100ms and below the delay (default: delay/3; "
+        f"{DURATION_HELP})",
     )
     parser.add_argument(
         "--on-success",
