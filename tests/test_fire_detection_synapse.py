@@ -118,7 +118,7 @@ async def test_a_switch_whose_restarts_are_held_back_fires_and_the_sync_says_so(
         if marks:
             at, confirmed = await recorder.first(SwitchEventKind.FIRED_CONFIRMED, timeout=10)
             gate.mode = None
-            await switch.wait_for(SwitchState.ARMED, timeout=10)
+            await switch.wait_for(SwitchState.ARMED, timeout=timedelta(seconds=10))
             assert SwitchEventKind.LOST not in recorder.kinds()
             assert switch.stats.fires_seen == 1
             RESULTS.setdefault("fire seen in the sync", {})[  # type: ignore[index]
@@ -131,7 +131,7 @@ async def test_a_switch_whose_restarts_are_held_back_fires_and_the_sync_says_so(
             await asyncio.sleep(DELAY_S)
             gate.mode = None  # the next restart is answered 404: the documented fallback
             await recorder.first(SwitchEventKind.LOST, timeout=10)
-            await switch.wait_for(SwitchState.ARMED, timeout=10)
+            await switch.wait_for(SwitchState.ARMED, timeout=timedelta(seconds=10))
             assert switch.stats.fires_seen == 0
         else:
             await asyncio.sleep(DELAY_S + 2)  # it fires; every restart "succeeds"
@@ -147,7 +147,10 @@ async def test_a_switch_whose_restarts_are_held_back_fires_and_the_sync_says_so(
 async def test_a_reminder_is_awaited_until_the_sync_shows_it_sent(room: Room) -> None:
     async with syncing(room.bot):
         resp = await room.bot.room_send_delayed(
-            room.room_id, "m.room.message", {"msgtype": "m.text", "body": "reminder"}, 1000
+            room.room_id,
+            "m.room.message",
+            {"msgtype": "m.text", "body": "reminder"},
+            timedelta(seconds=1),
         )
         assert isinstance(resp, RoomSendDelayedResponse)
         due = time.monotonic() + 1.0

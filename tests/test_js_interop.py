@@ -13,6 +13,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Protocol
 
 import pytest
@@ -142,13 +143,17 @@ class NioPeer:
     ) -> str:
         if "state_key" in kind:
             state = await self.client.room_put_state_delayed(
-                room_id, event_type, content, DELAY_MS, kind["state_key"]
+                room_id, event_type, content, timedelta(milliseconds=DELAY_MS), kind["state_key"]
             )
             assert isinstance(state, RoomPutStateDelayedResponse), state
             return state.delay_id
         sticky = kind.get("sticky_ms")
         message = await self.client.room_send_delayed(
-            room_id, event_type, content, DELAY_MS, sticky_duration=sticky
+            room_id,
+            event_type,
+            content,
+            timedelta(milliseconds=DELAY_MS),
+            sticky_duration=None if sticky is None else timedelta(milliseconds=sticky),
         )
         assert isinstance(message, RoomSendDelayedResponse), message
         return message.delay_id
@@ -363,7 +368,12 @@ async def test_a_js_sdk_delayed_state_event_survives_a_switch_started_and_stoppe
 
     async with KeepAliveManager(account.nio.client) as manager:
         switch = await manager.add(
-            room, STATUS, OFFLINE, state_key="bot", delay=DELAY_MS, on_leftover=on_leftover
+            room,
+            STATUS,
+            OFFLINE,
+            state_key="bot",
+            delay=timedelta(milliseconds=DELAY_MS),
+            on_leftover=on_leftover,
         )
         assert switch.delay_id != theirs, "the switch took the js-sdk client's event as its own"
         during = await js.listing()
