@@ -58,8 +58,9 @@ class Fault:
 
     ``latency`` (seconds, real time) is waited first; then ``drop`` closes the connection
     without an answer, or ``status``/``body``/``headers`` answer instead of the real handler.
-    ``drop_answer`` lets the server act and then loses its answer. With none of these, the
-    request is only delayed.
+    ``drop_answer`` lets the server act and then loses its answer; ``answer_latency``
+    (seconds, real time) lets it act and then holds its answer that long (a client that gives
+    up meanwhile does not undo what it did). With none of these, the request is only delayed.
     """
 
     path_contains: str = ""
@@ -70,6 +71,7 @@ class Fault:
     latency: float = 0.0
     drop: bool = False
     drop_answer: bool = False
+    answer_latency: float = 0.0
     times: int | None = 1
     #: The share of matching requests it meets, at random (the server's ``seed``).
     chance: float = 1.0
@@ -377,6 +379,8 @@ class FakeHomeserver(LoopbackServer):
         # A token logged out is refused before anything else, as a server checks it first.
         refused = self._refuse_logged_out(request)
         response = refused if refused is not None else await self._answer(request, handler, fault)
+        if fault is not None and fault.answer_latency:
+            await asyncio.sleep(fault.answer_latency)
         record.status = response.status
         if isinstance(response, web.Response) and response.content_type == "application/json":
             assert response.text is not None
