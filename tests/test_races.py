@@ -10,6 +10,8 @@ no switch owns.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -156,6 +158,35 @@ async def test_a_cancelled_add_leaves_no_event_that_no_switch_owns(
     assert bot.scheduled_ids() == {str(switch.delay_id)}
     assert bot.fired() == []
     assert switch.state is SwitchState.ARMED
+
+
+@pytest.mark.parametrize("scenario", list(OPTIONS))
+async def test_a_cancel_after_any_number_of_loop_turns_leaves_no_unowned_event(
+    scenario: str,
+) -> None:
+    """The same, with the cancellation at any moment: after N turns of the event loop, for
+    every other N from 0 until add() is done (whatever it was waiting for then; one request
+    takes several turns)."""
+    for turns in itertools.count(0, 2):
+        async with FakeHomeserver(stable=True, unstable=False) as server:
+            client = await fake_client(server)
+            bot = Bot(server, client, KeepAliveManager(client, seed=1))
+            await prepare(bot, scenario)
+            task = asyncio.ensure_future(add(bot.manager, **OPTIONS[scenario]))
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            finished = task.done()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            if not bot.manager.switches:
+                await add(bot.manager, **OPTIONS[scenario])
+            assert bot.scheduled_ids() == bot.owned_ids(), f"cancelled after {turns} turns"
+            assert bot.fired() == []
+            await bot.manager.close()
+            await bot.client.close()
+        if finished:
+            break
 
 
 async def test_a_cancelled_dead_mans_switch_block_leaves_nothing_scheduled(bot: Bot) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import time
 import uuid
 
@@ -22,7 +23,6 @@ from ..wire import ENCRYPTED_TYPE
 from .budget import Bucket, Priority
 from .capacity import safety_margin
 from .context import GONE, HOPELESS, KeepAliveContext
-from .machine import default_interval
 from .registry import identity, identity_of
 from .switch import LeftoverPolicy, SwitchArmError, SwitchEventKind, SwitchRuntime
 
@@ -92,18 +92,18 @@ class Arming:
         def delay(leftover: DelayedEvent) -> float:
             return (leftover.delay_ms or switch.settings.delay_ms) / 1000
 
+        # When each is due, as the server said (on its clock), then as we restarted it (on
+        # ours); and, before our first restart, at the latest when the arming has waited a
+        # safety margin (it waits for the budget, then): the server's clock may run ahead.
         due = {leftover.delay_id: self._due(leftover) for leftover in leftovers}
-        # An arming that waits longer than a safety margin waits for the budget: from then on
-        # each leftover is restarted every third of its delay, as a switch is, whatever the
-        # server's clock says of its due time...
-        planned = {e.delay_id: clock.now() + safety_margin(delay(e)) for e in leftovers}
+        first = {e.delay_id: clock.now() + safety_margin(delay(e)) for e in leftovers}
 
         def wake(leftover: DelayedEvent) -> float:
             at = due[leftover.delay_id]
             if at is None:
                 return clock.now()
-            # ...and before it is due, with time for a wait in the budget and one more try.
-            return min(at - 2 * safety_margin(delay(leftover)), planned[leftover.delay_id])
+            # Before it is due, with time for a wait in the budget and one more try.
+            return min(at - 2 * safety_margin(delay(leftover)), first[leftover.delay_id])
 
         while leftovers:
             leftover = min(leftovers, key=wake)
@@ -116,7 +116,7 @@ class Arming:
             )
             if isinstance(resp, UpdateDelayedEventResponse):
                 due[leftover.delay_id] = sent_at + delay(leftover)
-                planned[leftover.delay_id] = sent_at + default_interval(delay(leftover))
+                first[leftover.delay_id] = math.inf
             elif resp.kind in GONE:
                 leftovers.remove(leftover)
             elif resp.kind is not ErrorKind.RATE_LIMITED:  # the budget waits after a 429
