@@ -18,7 +18,7 @@ import pytest
 
 from nio_delayed import LeftoverPolicy, SwitchEventKind
 from nio_delayed.devserver import DevServer
-from nio_delayed.testing import FaultProxy
+from nio_delayed.testing import FaultProxy, ProxiedRequest
 
 from .conftest import make_room
 from .test_keepalive_synapse import BotProcess
@@ -31,6 +31,16 @@ SOAK = bool(os.environ.get("NIO_DELAYED_SOAK"))
 #: deadlines short enough that a leftover left alone fires within the test.
 COUNT = 20 if SOAK else 7
 DELAY_MS = 30_000 if SOAK else 12_000
+
+
+_ACTIONS = ("/restart", "/cancel", "/send")
+
+
+def unrecognised(request: ProxiedRequest, requests: list[ProxiedRequest]) -> bool:
+    """A 404 for the action in the path, on a Synapse that takes it in the body (the client
+    then asks again that way): no word on the event."""
+    in_body = any(not r.path.endswith(_ACTIONS) for r in requests)
+    return in_body and request.path.endswith(_ACTIONS)
 
 
 @pytest.mark.parametrize("policy", [LeftoverPolicy.ADOPT, LeftoverPolicy.CANCEL])
@@ -58,7 +68,7 @@ async def test_e_a_killed_bot_restarted_at_once_takes_back_every_leftover_before
             finally:
                 second.close()
         requests = management(proxy, since=restarted)
-        gone = [r for r in requests if r.status == 404]
+        gone = [r for r in requests if r.status == 404 and not unrecognised(r, requests)]
         limited = [r for r in proxy.requests if r.started >= restarted and r.status == 429]
         kinds = [line["kind"] for line in second.lines]
         record(
