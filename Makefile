@@ -13,8 +13,8 @@ SYNAPSE_WORKERS ?= 4
 # The fast lane runs on each of these that is installed (`make check-pythons`).
 PYTHONS ?= 3.10 3.11 3.12 3.13
 
-.PHONY: demo test check check-pythons lint typecheck unit synapse-tests soak package bench bench-quick \
-	clean
+.PHONY: demo test check check-pythons lint typecheck unit synapse-tests js-peer soak package bench \
+	bench-quick clean
 
 # The main job: a throwaway Synapse on 127.0.0.1, a bot with a dead-man's switch, SIGKILL,
 # and the bot's last words arriving at a second account, timed.
@@ -24,13 +24,13 @@ demo: $(BIN)/.installed
 # The fast lane first, so that a unit failure shows at once; then the packages; then Synapse.
 test: check package synapse-tests
 
-# Everything that needs no Synapse: 25 s.
-check: lint typecheck unit
+# Everything that needs no Synapse, the docs site included: about 45 s.
+check: lint typecheck unit docs
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,server,e2e,niobot]'
+	$(BIN)/pip install --quiet -e '.[test,server,e2e,niobot,metrics]'
 	touch $@
 
 $(LEGACY_VENV)/bin/.installed:
@@ -49,10 +49,21 @@ typecheck: $(BIN)/.installed
 unit: $(BIN)/.installed
 	$(BIN)/pytest -q -m "not synapse"
 
-synapse-tests: $(BIN)/.installed $(LEGACY_VENV)/bin/.installed
+synapse-tests: $(BIN)/.installed $(LEGACY_VENV)/bin/.installed js-peer
 	NIO_DELAYED_LEGACY_SYNAPSE_PYTHON=$(abspath $(LEGACY_VENV))/bin/python \
 		$(BIN)/pytest -ra -m synapse -n $(SYNAPSE_WORKERS) --dist load --maxschedchunk 1 \
 		--durations=10
+
+# matrix-js-sdk for the interop tests (tests/test_js_interop.py), pinned by its lock file and
+# installed once into tests/js/node_modules. Without npm it is left out, and those tests skip
+# saying why.
+JS_PEER := tests/js/node_modules/.package-lock.json
+js-peer: $(JS_PEER)
+$(JS_PEER): tests/js/package-lock.json
+	@if command -v npm >/dev/null; then \
+		echo "npm ci in tests/js (matrix-js-sdk for the interop tests)"; \
+		cd tests/js && npm ci --no-audit --no-fund --loglevel=error; \
+	else echo "npm is not installed: the matrix-js-sdk interop tests will be skipped"; fi
 
 # The long form of the scenarios under Synapse's default rate limits (tests/test_stock_limits.py:
 # 5 minutes at 90% and at 160% of capacity, a clean close, a killed bot with 15 switches), on
@@ -110,4 +121,17 @@ bench-quick: $(BIN)/.bench-installed
 
 clean:
 	rm -rf $(VENV) $(LEGACY_VENV) .venv-py3.* .mypy_cache .pytest_cache .ruff_cache .hypothesis \
-		build dist
+		build dist tests/js/node_modules
+
+# The documentation site (docs/, Sphinx): warnings are errors, every cross-reference and every
+# link between pages (anchors included) must resolve, then the offline checks of tests/test_docs.py
+# (the README's links, public names in the reference, samples). About 15 s; `make check` runs it.
+.PHONY: docs
+$(BIN)/.docs-installed: $(BIN)/.installed
+	$(BIN)/pip install --quiet -e '.[docs]'
+	touch $@
+
+docs: $(BIN)/.docs-installed
+	rm -rf build/docs
+	$(BIN)/sphinx-build -q -n -W --keep-going -b html docs build/docs/html
+	$(BIN)/pytest -q -p no:cacheprovider tests/test_docs.py

@@ -40,7 +40,11 @@ def check_sdist(path: Path) -> list[str]:
         root = PurePosixPath(members[0]).parts[0]
         files = {str(PurePosixPath(m).relative_to(root)) for m in members if m != root}
         problems = [f"sdist lacks {name}" for name in SDIST_MUST_HAVE if name not in files]
-        problems += [f"sdist carries {name}" for name in files if "__pycache__" in name]
+        # Made on the user's machine: bytecode, and npm's installs (by `npm ci` from the locks).
+        made_here = {"__pycache__", "node_modules"}
+        problems += [
+            f"sdist carries {name}" for name in files if made_here & set(PurePosixPath(name).parts)
+        ]
         # Follow the links from the README through every Markdown file it reaches.
         todo, seen = ["README.md"], set()
         while todo:

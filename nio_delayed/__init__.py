@@ -46,6 +46,8 @@ from .models import DelayedEvent, DelayedEventStatus
 from .request_builders import DelayedEventAction
 from .responses import (
     DelayedEventError,
+    DelayedEventSentError,
+    DelayedEventSentResponse,
     DelayedEventsListError,
     DelayedEventsListResponse,
     DelayedEventsSupportError,
@@ -74,6 +76,8 @@ __all__ = [
     "DelayedEvent",
     "DelayedEventAction",
     "DelayedEventError",
+    "DelayedEventSentError",
+    "DelayedEventSentResponse",
     "DelayedEventStatus",
     "DelayedEventsListError",
     "DelayedEventsListResponse",

@@ -62,6 +62,9 @@ class ErrorKind(str, Enum):
     #: A message for an encrypted room could not be encrypted (unverified devices, a failed key
     #: share). Nothing was sent.
     ENCRYPTION = "encryption"
+    #: The sent event of a delayed event was not seen in the client's sync in time (see
+    #: ``delayed_event_sent``): not sent yet, no sync loop, or a server that does not mark it.
+    NOT_SEEN = "not_seen"
 
 
 @dataclass(frozen=True)

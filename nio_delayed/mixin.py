@@ -11,6 +11,7 @@ keep-alive; the calls themselves live in those parts.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -23,6 +24,7 @@ from ._client.calls import DelayedCalls
 from ._client.encryption import EncryptionLayer
 from ._client.negotiation import Negotiation
 from ._client.request_path import RequestPath
+from ._client.sent import FiredMarks, SentEvents
 from ._client.session import AiohttpTransport, Transport
 from ._client.state import ClientState, SyncObserver
 from ._keepalive import DeadMansSwitch, KeepAliveManager
@@ -31,6 +33,8 @@ from .models import DelayedEventStatus
 from .request_builders import DelayedEventAction
 from .responses import (
     DelayedEventError,
+    DelayedEventSentError,
+    DelayedEventSentResponse,
     DelayedEventsListError,
     DelayedEventsListResponse,
     DelayedEventsSupportError,
@@ -45,7 +49,7 @@ from .responses import (
     UpdateDelayedEventResponse,
 )
 from .transport import RequestPolicy
-from .wire import SWITCH_KEY_FIELD
+from .wire import OWNER_FIELD, SWITCH_KEY_FIELD
 
 __all__ = ["DelayedAsyncClient", "DelayedEventsMixin"]
 
@@ -63,6 +67,7 @@ class _Parts:
     transport: Transport
     negotiation: Negotiation
     calls: DelayedCalls
+    sent: SentEvents
 
 
 class DelayedEventsMixin(_Base):
@@ -82,6 +87,11 @@ class DelayedEventsMixin(_Base):
     #: the server allows more, or exempts the bot (``ServerLimits.unlimited()``).
     delayed_events_limits: ServerLimits = ServerLimits()
     delayed_events_transport: Transport | None = None
+    #: For :attr:`keep_alive`, set before its first use: the switches' owner (default: the
+    #: device id) and the directory of the bot's record of its switches (see
+    #: :class:`KeepAliveManager`'s ``owner`` and ``record_dir``).
+    delayed_events_owner: str | None = None
+    delayed_events_record_dir: str | os.PathLike[str] | None = None
 
     # -- support -------------------------------------------------------------------------
 
@@ -194,6 +204,20 @@ class DelayedEventsMixin(_Base):
         """
         return await self._delayed.calls.delayed_events(status, room_id, event_type, policy)
 
+    async def delayed_event_sent(
+        self, delay_id: str, *, timeout: timedelta | None
+    ) -> DelayedEventSentResponse | DelayedEventSentError:
+        """Wait until this client's sync shows the event sent for ``delay_id`` (the sender's
+        copy of a fired delayed event names it in ``unsigned``): the response has its
+        ``event_id`` and the event. At once if a recent sync showed it already.
+
+        Needs a sync loop running (``sync_forever``) and a server that marks sent delayed
+        events (the merged MSC4140; Synapse 1.150 and later). A server may send an event up to
+        30 s after its due time. After ``timeout`` (a ``timedelta``; ``None`` waits for ever) the
+        error is ``NOT_SEEN``: look the event up then (``get_delayed_event``).
+        """
+        return await self._delayed.sent.wait(delay_id, timeout)
+
     # -- ordinary events -----------------------------------------------------------------
 
     async def send_event_bounded(
@@ -236,7 +260,9 @@ class DelayedEventsMixin(_Base):
         ``close()`` stops its switches by their exit policies."""
         manager = self.__dict__.get("_nio_delayed_keep_alive")
         if manager is None:
-            manager = self.__dict__["_nio_delayed_keep_alive"] = KeepAliveManager(self)
+            manager = self.__dict__["_nio_delayed_keep_alive"] = KeepAliveManager(
+                self, owner=self.delayed_events_owner, record_dir=self.delayed_events_record_dir
+            )
         return cast(KeepAliveManager, manager)
 
     @contextlib.asynccontextmanager
@@ -290,11 +316,17 @@ class DelayedEventsMixin(_Base):
 
     async def receive_response(self, response: Response) -> None:
         """nio's hook for every answer; sync answers are also shown to the sync observers of
-        this client (the keep-alive's state-overwrite guard)."""
+        this client (the keep-alive's state-overwrite guard and fire watch) and to the calls
+        waiting for a delayed event to be sent."""
+        if not isinstance(response, SyncResponse):
+            await super().receive_response(response)
+            return
+        marks = FiredMarks(response)  # nio's decryption drops them: put back after
         await super().receive_response(response)
-        if isinstance(response, SyncResponse):
-            for observer in tuple(self._delayed.state.sync_observers):
-                observer(response)
+        marks.restore()
+        self._delayed.sent.on_sync(response)
+        for observer in tuple(self._delayed.state.sync_observers):
+            observer(response)
 
     # -- assembly ------------------------------------------------------------------------
 
@@ -313,11 +345,17 @@ class DelayedEventsMixin(_Base):
             transport, lambda: self.delayed_events_policy, lambda: (self.access_token,)
         )
         negotiation = Negotiation(state, path, lambda: self.homeserver)
-        # A switch's key stays readable beside the ciphertext, so that a restarted bot knows
-        # its leftover (see KeepAliveManager.add); it names nothing secret.
-        encryption = EncryptionLayer(self, state, path, kept_readable=(SWITCH_KEY_FIELD,))
+        # A switch's key and owner stay readable beside the ciphertext, so that a restarted bot
+        # knows its leftover (see KeepAliveManager.add); they name nothing secret.
+        encryption = EncryptionLayer(
+            self, state, path, kept_readable=(SWITCH_KEY_FIELD, OWNER_FIELD)
+        )
         return _Parts(
-            state, transport, negotiation, DelayedCalls(state, path, negotiation, encryption)
+            state,
+            transport,
+            negotiation,
+            DelayedCalls(state, path, negotiation, encryption),
+            SentEvents(lambda: self.user_id),
         )
 
 

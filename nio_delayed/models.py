@@ -1,5 +1,6 @@
-"""Typed delayed events, parsed from every field-name variant servers use; the ids in them are
-checked as a caller's would be, so that the library can address every event it reports."""
+"""Typed delayed events, parsed from every field-name variant servers use (docs/protocol.md,
+"Listing: MSC4486"); the ids in them are checked as a caller's would be, so that the library
+can address every event it reports."""
 
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ class MalformedAnswer(ValueError):
 
 
 class DelayedEventStatus(str, Enum):
+    """Where a delayed event stands: still scheduled, or how it ended (sent, cancelled, or
+    failed: the server could not send it when it fell due)."""
+
     SCHEDULED = "scheduled"
     SENT = "sent"
     CANCELLED = "cancelled"

@@ -1,4 +1,5 @@
-"""Build the HTTP requests of each dialect (see ``support.Dialect``). Pure: no I/O, no checks.
+"""Build the HTTP requests of each dialect (``support.Dialect``; the endpoints are tabled in
+docs/protocol.md, "Dialects"). Pure: no I/O, no checks.
 
 Arguments are assumed valid (see ``validation``); every path segment is percent-encoded here, and a
 segment no encoding can carry (``.`` and ``..``, which a URL library resolves) is a programming
@@ -37,6 +38,8 @@ STICKY_PARAM = "org.matrix.msc4354.sticky_duration_ms"
 
 
 class DelayedEventAction(str, Enum):
+    """What to do with a scheduled delayed event: restart its timer, cancel it, or send it now."""
+
     RESTART = "restart"
     CANCEL = "cancel"
     SEND = "send"

@@ -6,7 +6,7 @@ otherwise. As in nio, ``status_code`` on an error is the Matrix ``errcode``; the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from nio.responses import ErrorResponse, Response
 
@@ -18,6 +18,8 @@ from .support import Dialect, Listing
 
 __all__ = [
     "DelayedEventError",
+    "DelayedEventSentError",
+    "DelayedEventSentResponse",
     "DelayedEventsListError",
     "DelayedEventsListResponse",
     "DelayedEventsSupportError",
@@ -89,11 +91,13 @@ class DelayedEventsSupportError(DelayedEventError):
 
 
 class RoomSendDelayedError(DelayedEventError):
-    pass
+    """:meth:`~DelayedEventsMixin.room_send_delayed` failed: nothing is scheduled, unless ``kind``
+    is ``NETWORK`` (the request may have acted)."""
 
 
 class RoomPutStateDelayedError(DelayedEventError):
-    pass
+    """:meth:`~DelayedEventsMixin.room_put_state_delayed` failed: nothing is scheduled, unless
+    ``kind`` is ``NETWORK`` (the request may have acted)."""
 
 
 class UpdateDelayedEventError(DelayedEventError):
@@ -101,11 +105,16 @@ class UpdateDelayedEventError(DelayedEventError):
 
 
 class GetDelayedEventError(DelayedEventError):
-    pass
+    """:meth:`~DelayedEventsMixin.get_delayed_event` failed (``NOT_FOUND``: no such event)."""
 
 
 class DelayedEventsListError(DelayedEventError):
-    pass
+    """:meth:`~DelayedEventsMixin.delayed_events` failed."""
+
+
+class DelayedEventSentError(DelayedEventError):
+    """Waiting for a delayed event to be sent ended without seeing it (``NOT_SEEN``), or the
+    arguments were wrong (``INVALID``)."""
 
 
 @dataclass
@@ -164,12 +173,29 @@ class RoomPutStateDelayedResponse(_ScheduledResponse):
 
 @dataclass
 class UpdateDelayedEventResponse(Response):
+    """The server carried out ``action`` (restart, cancel or send) on the event ``delay_id``."""
+
     delay_id: DelayId
     action: DelayedEventAction
 
 
 @dataclass
+class DelayedEventSentResponse(Response):
+    """A delayed event was sent: the client's sync showed it, marked with its ``delay_id``.
+    ``event`` is the event's JSON as the sync gave it (decrypted, in an encrypted room; left
+    out of the repr, as it holds the whole ``delay_id``)."""
+
+    delay_id: DelayId
+    room_id: str
+    event_id: str
+    event_type: str
+    event: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass
 class GetDelayedEventResponse(Response):
+    """One delayed event, looked up by its ``delay_id``."""
+
     delayed_event: DelayedEvent
 
 

@@ -2,7 +2,8 @@
 what it advertises.
 
 Pure functions over the JSON of ``/versions``, ``/capabilities`` and one safe probe; the client
-does the I/O (see the README's "Servers" section).
+does the I/O. The dialects and listings are described on the docs' protocol page
+(docs/protocol.md, "Dialects").
 """
 
 from __future__ import annotations

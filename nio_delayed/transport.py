@@ -44,7 +44,7 @@ __all__ = [
     "send_with_retries",
 ]
 
-logger = logging.getLogger("nio_delayed")
+logger = logging.getLogger(__name__)
 
 #: The most of an answer's body that is read (after decompression). Every answer of the
 #: protocol is far smaller, but a listing of many events; a longer one is a server error.
@@ -63,9 +63,9 @@ class RequestPolicy:
     returning the rate-limit error to the caller. Back-off between other retries grows from
     ``backoff_initial`` to ``backoff_max`` seconds, with jitter.
 
-    Every duration is a finite number of seconds up to :data:`MAX_POLICY_SECONDS` (``timeout``
-    above 0), ``max_attempts`` an int from 1 to 100; anything else raises ``InvalidInput`` (a
-    ``ValueError``) here, rather than hang a call later.
+    Every duration is a finite number of seconds, at most an hour (``MAX_POLICY_SECONDS``), and
+    ``timeout`` above 0; ``max_attempts`` is an int from 1 to 100. Anything else raises
+    ``InvalidInput`` (a ``ValueError``) here, rather than hang a call later.
     """
 
     timeout: float = 10.0
@@ -247,6 +247,23 @@ def _wait(policy: RequestPolicy) -> Callable[[RetryCallState], float]:
     return wait
 
 
+def _log_request(request: HttpRequest, outcome: Outcome, elapsed_ms: float) -> None:
+    status = outcome.status if isinstance(outcome, HttpAnswer) else None
+    logger.debug(
+        "%s %s -> %s in %.0f ms",
+        request.method,
+        request.log_path,
+        outcome.message if isinstance(outcome, NoAnswer) else status,
+        elapsed_ms,
+        extra={
+            "http_method": request.method,
+            "http_path": request.log_path,  # its delay_id shortened
+            "http_status": status,
+            "duration_ms": round(elapsed_ms, 1),
+        },
+    )
+
+
 async def send_with_retries(sender: Sender, request: HttpRequest, policy: RequestPolicy) -> Outcome:
     """The last outcome after at most ``policy.max_attempts`` attempts; never raises on I/O."""
 
@@ -262,13 +279,8 @@ async def send_with_retries(sender: Sender, request: HttpRequest, policy: Reques
             outcome = NoAnswer(f"connection failed: {type(exc).__name__}", reached=True)
         else:
             outcome = answer
-        logger.debug(
-            "%s %s -> %s in %.0f ms",
-            request.method,
-            request.log_path,
-            outcome.status if isinstance(outcome, HttpAnswer) else outcome.message,
-            (time.monotonic() - started) * 1000,
-        )
+        if logger.isEnabledFor(logging.DEBUG):  # every restart passes here
+            _log_request(request, outcome, (time.monotonic() - started) * 1000)
         return outcome
 
     if policy.max_attempts == 1:

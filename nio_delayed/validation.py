@@ -1,7 +1,9 @@
 """Checks on caller input, made before any request so that bad input never reaches a server.
 
 Every check raises :class:`InvalidInput` (never another exception) for any argument at all, so that
-the API can turn it into a typed ``INVALID`` error and send nothing.
+the API can turn it into a typed ``INVALID`` error and send nothing. What each content check
+prevents (an event the server accepts and then drops) is on the docs' protocol page
+(docs/protocol.md, "What can make an event late, early or lost").
 """
 
 from __future__ import annotations

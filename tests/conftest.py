@@ -6,6 +6,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -262,3 +263,13 @@ def pytest_testnodedown(node: Any, error: object) -> None:
             mine.update(value)
         else:
             RESULTS[key] = value
+
+
+def reap(process: subprocess.Popen[str]) -> None:
+    """A test's last word on a process it started: killed if it still runs, waited for, and its
+    output closed."""
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+    if process.stdout is not None:
+        process.stdout.close()

@@ -4,9 +4,11 @@ homeserver for the details that need none (errors, pipes, the parent-death signa
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -17,10 +19,11 @@ from pathlib import Path
 import pytest
 
 from nio_delayed.cli import main
+from nio_delayed.cli.devserver_command import QUICK_START_VARIABLES
 from nio_delayed.devserver import DevServer
 from nio_delayed.testing import FakeHomeserver
 
-from .conftest import Room
+from .conftest import Room, reap
 
 CONTENT = json.dumps({"msgtype": "m.text", "body": "from the cli"})
 
@@ -251,7 +254,7 @@ def test_run_needs_a_command() -> None:
 
 
 @pytest.mark.synapse
-def test_devserver_command_prints_credentials_and_stops_on_ctrl_c() -> None:
+def test_devserver_command_gives_the_quick_starts_variables_and_stops_on_ctrl_c() -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "nio_delayed", "devserver", "--json", "--users", "bot,alice"],
         stdout=subprocess.PIPE,
@@ -260,19 +263,56 @@ def test_devserver_command_prints_credentials_and_stops_on_ctrl_c() -> None:
     try:
         assert process.stdout is not None
         details = json.loads(process.stdout.readline())
-        assert [u["user_id"] for u in details["users"]] == ["@bot:localhost", "@alice:localhost"]
-        with urllib.request.urlopen(details["url"] + "/_matrix/client/versions", timeout=5) as r:
-            assert r.status == 200
+        bot, alice = details["users"]
+        assert (bot["user_id"], alice["user_id"]) == ("@bot:localhost", "@alice:localhost")
+        # Everything the quick start reads, for the bot, in a room both users are in.
+        assert details["env"] == {
+            "MATRIX_HOMESERVER": details["url"],
+            "MATRIX_USER_ID": bot["user_id"],
+            "MATRIX_DEVICE_ID": bot["device_id"],
+            "MATRIX_ACCESS_TOKEN": bot["access_token"],
+            "MATRIX_ROOM_ID": details["room_id"],
+        }
+        assert list(details["env"]) == list(QUICK_START_VARIABLES)
+        members = urllib.request.Request(
+            f"{details['url']}/_matrix/client/v3/rooms/{details['room_id']}/joined_members",
+            headers={"Authorization": f"Bearer {alice['access_token']}"},
+        )
+        with urllib.request.urlopen(members, timeout=5) as r:
+            assert set(json.load(r)["joined"]) == {"@bot:localhost", "@alice:localhost"}
+        whoami = urllib.request.Request(
+            f"{details['url']}/_matrix/client/v3/account/whoami",
+            headers={"Authorization": f"Bearer {bot['access_token']}"},
+        )
+        with urllib.request.urlopen(whoami, timeout=5) as r:
+            assert json.load(r)["device_id"] == bot["device_id"]
         process.send_signal(signal.SIGINT)
         assert process.wait(30) == 0
         with pytest.raises(ProcessLookupError):
             os.kill(details["pid"], 0)  # Synapse is gone too
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
+        reap(process)
+
+
+@pytest.mark.synapse
+def test_devserver_command_prints_export_lines_a_shell_can_paste() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nio_delayed", "devserver"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        lines = iter(process.stdout.readline, "")
+        printed = list(itertools.takewhile(lambda line: "Press Ctrl-C" not in line, lines))
+        exports = [shlex.split(line) for line in printed if line.strip().startswith("export ")]
+        names = [words[1].partition("=")[0] for words in exports]
+        assert names == list(QUICK_START_VARIABLES)
+        values = dict(words[1].partition("=")[::2] for words in exports)
+        assert values["MATRIX_ROOM_ID"].startswith("!")  # quoted: `!` is special in a shell
+        assert f"room {values['MATRIX_ROOM_ID']}, every user above joined" in "".join(printed)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(30) == 0
+    finally:
+        reap(process)
 
 
 @pytest.mark.synapse

@@ -1,21 +1,23 @@
-"""The quick start runs as the README says, and the devserver starts, restarts and stops cleanly."""
+"""The quick starts run as the guide, the README and the demo say, and the devserver starts,
+restarts and stops cleanly."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from nio_delayed import DelayedEventsListResponse, RoomSendDelayedResponse
 from nio_delayed.devserver import DevServer, DevServerError
 
-from .conftest import LEGACY_SYNAPSE, Room, _start
+from .conftest import LEGACY_SYNAPSE, Room, _start, reap
+from .docs_samples import quick_start
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -111,23 +113,45 @@ def test_a_synapse_that_cannot_start_says_why() -> None:
     server.close()
 
 
-async def test_readme_quick_start_works_as_written(room: Room) -> None:
-    readme = (ROOT / "README.md").read_text()
-    snippet = readme.split("```python\n", 1)[1].split("```", 1)[0]
-    namespace: dict[str, Any] = {}
-    exec(compile(snippet, "README.md", "exec"), namespace)
-    armed: list[DelayedEventsListResponse] = []
+def start_script(script: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(script)], env=env, stdout=subprocess.PIPE, text=True
+    )
 
-    async def work() -> None:
-        listing = await room.bot.delayed_events()
-        assert isinstance(listing, DelayedEventsListResponse)
-        armed.append(listing)
-        await asyncio.sleep(0.5)
 
-    await namespace["run"](room.bot, room.room_id, work)
-    [scheduled] = armed[0].scheduled
-    assert scheduled.delay_ms == 30_000
-    assert scheduled.content["body"] == "bot went offline"
+def stop_script(process: subprocess.Popen[str]) -> int:
+    """SIGTERM, as a service manager stops a bot; its exit status."""
+    process.send_signal(signal.SIGTERM)
+    return process.wait(30)
+
+
+async def test_the_quick_start_runs_as_written(room: Room, tmp_path: Path) -> None:
+    """The guide's (and the README's) quick start, as a program with the devserver's variables:
+    it arms its switch, and SIGTERM ends it cleanly, the notice sent on the way out."""
+    script = tmp_path / "quickstart.py"
+    script.write_text(quick_start().code)
+    bot = room.bot
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "MATRIX_HOMESERVER": room.server.url,
+        "MATRIX_USER_ID": bot.user_id,
+        "MATRIX_DEVICE_ID": bot.device_id,
+        "MATRIX_ACCESS_TOKEN": bot.access_token,
+        "MATRIX_ROOM_ID": room.room_id,
+    }
+    process = start_script(script, env)
+    try:
+        assert process.stdout is not None
+        first = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), 30)
+        assert first.startswith("switch armed"), first
+        listing = await bot.delayed_events()
+        assert isinstance(listing, DelayedEventsListResponse), listing
+        [scheduled] = listing.scheduled
+        assert (scheduled.delay_ms, scheduled.content["body"]) == (30_000, "bot went offline")
+        assert stop_script(process) == 0
+    finally:
+        reap(process)
 
     async def sent_on_exit() -> bool:
         return any(m["content"]["body"] == "bot went offline" for m in await room.messages())

@@ -59,10 +59,12 @@ class Env:
     def fired(self) -> list[dict[str, object]]:
         return [e for e in self.server.room_events if e["content"].get("body") == OFFLINE["body"]]
 
-    async def new_manager(self, **options: Any) -> KeepAliveManager:
-        """A second process of the same bot: a new client and manager, same account."""
+    async def new_manager(self, device: str = "DEVICE", **options: Any) -> KeepAliveManager:
+        """A second process of the same bot (the same device unless ``device`` says otherwise):
+        a new client and manager, same account."""
         client = DelayedAsyncClient(self.server.url, self.client.user_id)
-        client.restore_login(self.client.user_id, "DEVICE2", self.client.access_token)
+        client.restore_login(self.client.user_id, device, self.client.access_token)
+        client.delayed_events_limits = self.client.delayed_events_limits
         manager = KeepAliveManager(client, clock=self.clock, seed=2, **options)
         manager.on_event(self.events.append)
         return manager
@@ -442,10 +444,14 @@ async def test_stall_before_the_scheduler_slept_is_still_reported(env: Env) -> N
 # 8. process restarts -------------------------------------------------------------------------
 
 
-async def test_message_switches_carry_their_key(env: Env) -> None:
+async def test_message_switches_carry_their_key_and_owner(env: Env) -> None:
     await add(env, delay=30, key="status")
     [scheduled] = env.server.scheduled()
-    assert scheduled["content"] == {**OFFLINE, "org.nio_delayed.switch": "status"}
+    assert scheduled["content"] == {
+        **OFFLINE,
+        "org.nio_delayed.switch": "status",
+        "org.nio_delayed.owner": "DEVICE",
+    }
 
 
 async def test_a_delayed_message_that_no_switch_made_is_left_alone(env: Env) -> None:

@@ -1,4 +1,5 @@
-"""Parsing delayed events from every field-name variant the servers and MSC revisions use."""
+"""Parsing delayed events from every field-name variant the servers and MSC revisions use
+(docs/protocol.md, "Listing: MSC4486")."""
 
 from __future__ import annotations
 

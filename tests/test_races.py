@@ -61,7 +61,7 @@ class Bot:
         await self.manager.close()
         await self.client.close()
         self.client = DelayedAsyncClient(self.server.url, user_id)
-        self.client.restore_login(user_id, "DEVICE2", token)
+        self.client.restore_login(user_id, "DEVICE", token)
         self.manager = KeepAliveManager(self.client, seed=2)
 
 

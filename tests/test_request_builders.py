@@ -1,4 +1,4 @@
-"""Every request shape of the three MSC4140 dialects (see the README's Servers section), built
+"""Every request shape of the three MSC4140 dialects (docs/protocol.md, "Dialects"), built
 without I/O."""
 
 from __future__ import annotations

@@ -6,7 +6,8 @@
 - :mod:`.decision` and :mod:`.negotiation`: which dialect and listing a server has (the pure
   decision, and the I/O that gathers its inputs);
 - :mod:`.encryption`: messages for encrypted rooms;
-- :mod:`.calls`: the public calls, each over the one request path.
+- :mod:`.calls`: the public calls, each over the one request path;
+- :mod:`.sent`: knowing a delayed event was sent, from the client's sync.
 
 Private: the public API is the mixin's.
 """

@@ -2,7 +2,8 @@
 
 No I/O: the inputs are the JSON of ``/versions`` and ``/capabilities`` (``None`` when the server
 did not give one) and, only where :func:`needs_probe` says so, the answer to one safe probe.
-:mod:`.negotiation` gathers them.
+:mod:`.negotiation` gathers them. Why the probe goes one way only: the docs' protocol page
+(docs/protocol.md, "Dialects").
 """
 
 from __future__ import annotations

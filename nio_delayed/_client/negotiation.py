@@ -19,7 +19,7 @@ from .state import ClientState
 
 __all__ = ["Negotiation", "Server"]
 
-logger = logging.getLogger("nio_delayed")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,16 @@ class Negotiation:
             if isinstance(result, DelayedEventsSupportResponse):
                 state.support = result
                 state.reset_learned()
-                logger.info("%s: %s", self._homeserver(), result)
+                logger.info(
+                    "%s: %s",
+                    self._homeserver(),
+                    result,
+                    extra={
+                        "homeserver": self._homeserver(),
+                        "supported": result.supported,
+                        "dialect": None if result.dialect is None else result.dialect.value,
+                    },
+                )
             return result
 
     async def require(self) -> Server | ErrorInfo:

@@ -41,6 +41,8 @@ class AiohttpTransport:
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
         self._session: aiohttp.ClientSession | None = None
+        #: For requests that must not go twice (see :meth:`_session_for`), made when needed.
+        self._once_session: aiohttp.ClientSession | None = None
 
     async def send(self, request: HttpRequest, timeout: float) -> HttpAnswer:
         client = self._client
@@ -51,7 +53,7 @@ class AiohttpTransport:
             headers["Authorization"] = f"Bearer {client.access_token}"
         if client.config.custom_headers:
             headers.update(client.config.custom_headers)
-        async with self._session_for_calls().request(
+        async with self._session_for(request).request(
             request.method,
             client.homeserver + request.path,
             data=_json_bytes(request.body),
@@ -66,16 +68,31 @@ class AiohttpTransport:
             return await read_answer(response)
 
     async def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        sessions = (self._session, self._once_session)
+        self._session = self._once_session = None
+        for session in sessions:
+            if session is not None:
+                await session.close()
 
-    def _session_for_calls(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            proxy = self._client.proxy
-            connector = ProxyConnector.from_url(proxy) if proxy else None
-            self._session = aiohttp.ClientSession(connector=connector)
-        return self._session
+    def _session_for(self, request: HttpRequest) -> aiohttp.ClientSession:
+        """aiohttp sends a PUT again by itself, once, when its connection drops before the
+        answer (HTTP lets a client retry an idempotent method). A legacy ``/state`` PUT is not
+        idempotent: sent twice, it schedules two delayed events, one of them left to fire. Such
+        requests go through a session that never does that: the request path decides."""
+        if request.idempotent:
+            if self._session is None or self._session.closed:
+                self._session = self._new_session()
+            return self._session
+        if self._once_session is None or self._once_session.closed:
+            self._once_session = self._new_session()
+            # There is no public option; aiohttp's own test client turns it off the same way.
+            self._once_session._retry_connection = False  # noqa: SLF001
+        return self._once_session
+
+    def _new_session(self) -> aiohttp.ClientSession:
+        proxy = self._client.proxy
+        connector = ProxyConnector.from_url(proxy) if proxy else None
+        return aiohttp.ClientSession(connector=connector)
 
 
 @functools.lru_cache(maxsize=256)

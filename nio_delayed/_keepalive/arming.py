@@ -1,5 +1,6 @@
 """Getting a switch's event scheduled: arming and re-arming it, the leftovers of a previous
-process (take, adopt, cancel), and publishing the "alive" event."""
+process of the same owner (take, adopt, cancel; others' are left alone, see :mod:`.ownership`),
+and publishing the "alive" event."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import functools
 import math
 import time
 import uuid
+from typing import Any
 
+from ..delay_id import DelayId
 from ..errors import ErrorKind
 from ..models import DelayedEvent
 from ..responses import (
@@ -23,6 +26,8 @@ from ..wire import ENCRYPTED_TYPE
 from .budget import Bucket, Priority
 from .capacity import safety_margin
 from .context import GONE, HOPELESS, KeepAliveContext
+from .ownership import Provenance, unmarked
+from .record import RecordedSwitch
 from .registry import identity, identity_of
 from .switch import LeftoverPolicy, SwitchArmError, SwitchEventKind, SwitchRuntime
 
@@ -39,7 +44,8 @@ class Arming:
     def __init__(self, context: KeepAliveContext) -> None:
         self._ctx = context
         self._client = context.client
-        #: Events a previous process left scheduled, not yet claimed by a switch.
+        #: Events scheduled when the manager started, not yet claimed by a switch: a previous
+        #: process's, and other devices' and programs' (never claimed).
         self.leftovers: list[DelayedEvent] = []
 
     async def arm_new(self, switch: SwitchRuntime) -> None:
@@ -119,6 +125,7 @@ class Arming:
                 first[leftover.delay_id] = math.inf
             elif resp.kind in GONE:
                 leftovers.remove(leftover)
+                self._forget([leftover])
             elif resp.kind is not ErrorKind.RATE_LIMITED:  # the budget waits after a 429
                 await self._ctx.sleep(self._ctx.backoff.wait(1, self._ctx.rng))
 
@@ -162,31 +169,41 @@ class Arming:
     async def arm(self, switch: SwitchRuntime, attempts: int = 3) -> DelayedEventError | None:
         """Schedule the switch's event; on success the machine is armed. Returns the error."""
         tx_id = switch.tx_id = switch.tx_id or f"nio-delayed-{uuid.uuid4()}"
-        resp, sent_at = await self._ctx.request(
-            Bucket.SCHEDULING,
-            Priority.ARM,
-            lambda _: self._schedule(switch, tx_id),
-            switch=switch,
-            attempts=attempts,
-            finish_sent=True,  # an event scheduled for a cancelled caller must be known
-        )
+        resp, sent_at = await self._scheduled(switch, tx_id, attempts)
         sent_wall_ms = _wall_ms() - round((self._ctx.clock.now() - sent_at) * 1000)
         if isinstance(resp, DelayedEventError):
-            if not self._may_have_scheduled(switch, resp):
-                return resp
-            # A legacy /state request may have scheduled an event even though no answer came
-            # (it has no transaction id): look before anyone tries again.
-            found = await self._find_unowned(switch)
-            if found is None:
-                return resp
-            delay_id = found.delay_id
-        else:
-            delay_id = resp.delay_id
+            return resp
+        delay_id = resp.delay_id
+        self._record(switch, delay_id, switch.settings.content, sent_wall_ms)
         switch.delay_id = delay_id
         switch.tx_id = None  # the next arming is a new event
         switch.armed_wall_ms = sent_wall_ms
         switch.machine.armed(sent_at)
         return None
+
+    def _record(
+        self, switch: SwitchRuntime, delay_id: DelayId, content: dict[str, Any], armed_ms: int
+    ) -> None:
+        """Note in the bot's record (if it keeps one) that the switch's event is now
+        ``delay_id``; the event it replaces is gone."""
+        record = self._ctx.record
+        if record is None:
+            return
+        s = switch.settings
+        record.keep(
+            RecordedSwitch(
+                delay_id,
+                s.room_id,
+                s.event_type,
+                s.state_key,
+                content,
+                s.delay_ms,
+                self._ctx.ownership.owner,
+                armed_ms,
+            )
+        )
+        if switch.delay_id is not None and switch.delay_id != delay_id:
+            record.drop([switch.delay_id])
 
     async def _schedule(
         self, switch: SwitchRuntime, tx_id: str
@@ -215,12 +232,39 @@ class Arming:
             switch.delay_id = resp.delay_id
         return resp
 
-    def _may_have_scheduled(self, switch: SwitchRuntime, error: DelayedEventError) -> bool:
-        return (
-            error.kind is ErrorKind.NETWORK
-            and switch.settings.state_key is not None
-            and self._ctx.dialect is Dialect.LEGACY
-        )
+    async def _scheduled(
+        self, switch: SwitchRuntime, tx_id: str, attempts: int
+    ) -> tuple[
+        RoomSendDelayedResponse | RoomPutStateDelayedResponse | DelayedEvent | DelayedEventError,
+        float,
+    ]:
+        """Schedule the switch's event, up to ``attempts`` tries; the answer (or the event found
+        scheduled) and when its request left.
+
+        A legacy ``/state`` request has no transaction id: an answer lost on the way may hide an
+        event the server scheduled, and sending again would schedule a second one, left to fire.
+        So after no answer it looks for that event before it tries again."""
+        blind = switch.settings.state_key is not None and self._ctx.dialect is Dialect.LEGACY
+        for attempt in range(1, attempts + 1):
+            resp, sent_at = await self._ctx.request(
+                Bucket.SCHEDULING,
+                Priority.ARM,
+                lambda _: self._schedule(switch, tx_id),
+                switch=switch,
+                attempts=1 if blind else attempts,
+                finish_sent=True,  # an event scheduled for a cancelled caller must be known
+            )
+            if not blind or not isinstance(resp, DelayedEventError):
+                return resp, sent_at
+            if resp.kind is ErrorKind.NETWORK:
+                found = await self._find_unowned(switch)
+                if found is not None:
+                    return found, sent_at
+            elif resp.kind not in (ErrorKind.RATE_LIMITED, ErrorKind.SERVER_ERROR):
+                return resp, sent_at
+            if attempt < attempts and resp.kind is not ErrorKind.RATE_LIMITED:
+                await self._ctx.sleep(self._ctx.backoff.wait(attempt, self._ctx.rng))
+        return resp, sent_at
 
     async def _find_unowned(self, switch: SwitchRuntime) -> DelayedEvent | None:
         listing, _ = await self._ctx.request(
@@ -232,15 +276,18 @@ class Arming:
         )
         if not isinstance(listing, DelayedEventsListResponse):
             return None
-        owned = {s.delay_id for s in self._ctx.switches}
+        # Ours is an event of the switch's exact content that no running switch holds and that
+        # was not already there at start (another device's, or a leftover).
+        known = {s.delay_id for s in self._ctx.switches} | {e.delay_id for e in self.leftovers}
         s = switch.settings
         for event in listing.scheduled:
-            same = (event.room_id, event.type, event.state_key) == (
+            same = (event.room_id, event.type, event.state_key, event.content) == (
                 s.room_id,
                 s.event_type,
                 s.state_key,
+                s.content,
             )
-            if same and event.delay_id not in owned:
+            if same and event.delay_id not in known:
                 return event
         return None
 
@@ -278,8 +325,10 @@ class Arming:
     # -- leftovers of a previous process ---------------------------------------------------
 
     def _take_leftovers(self, switch: SwitchRuntime) -> list[DelayedEvent]:
-        """Leftovers of a previous process for this switch's event, latest due first."""
+        """This owner's leftovers for this switch's event, latest due first. Those of other
+        owners stay where they are, and are reported."""
         wanted = identity_of(switch)
+        ownership = self._ctx.ownership
 
         def same(event: DelayedEvent) -> bool:
             event_type = event.type
@@ -287,8 +336,21 @@ class Arming:
                 event_type = switch.settings.event_type  # its key is readable; its type is not
             return identity(event.room_id, event_type, event.state_key, event.content) == wanted
 
-        mine = [e for e in self.leftovers if same(e)]
-        self.leftovers = [e for e in self.leftovers if not same(e)]
+        mine: list[DelayedEvent] = []
+        for event in [e for e in self.leftovers if same(e)]:
+            provenance, why = ownership.of(event, switch.settings)
+            if provenance is Provenance.FOREIGN:
+                self._ctx.emit(
+                    switch,
+                    SwitchEventKind.FOREIGN_LEFTOVER,
+                    f"left alone {event.delay_id!r}, scheduled on the same event by another "
+                    f"device or program of the account ({why}; this owner is "
+                    f"{ownership.owner!r}): it fires when its delay runs out",
+                )
+            else:
+                mine.append(event)
+        taken = {id(e) for e in mine}
+        self.leftovers = [e for e in self.leftovers if id(e) not in taken]
         return sorted(mine, key=lambda e: e.due_ts or 0, reverse=True)
 
     async def _adopt(self, switch: SwitchRuntime, leftovers: list[DelayedEvent]) -> None:
@@ -297,12 +359,13 @@ class Arming:
             # cancel the leftovers.
             return
         for leftover in list(leftovers):
-            if (leftover.content, leftover.delay_ms) != (
-                switch.settings.content,
+            if (unmarked(leftover.content), leftover.delay_ms) != (
+                unmarked(switch.settings.content),
                 switch.settings.delay_ms,
             ):
                 # A different event now (or an encrypted one, whose text cannot be compared):
-                # arm the new one, then cancel this one.
+                # arm the new one, then cancel this one. (The owner marker may be missing: an
+                # earlier version's event is adopted all the same.)
                 continue
             sent_wall_ms = _wall_ms()
             resp, sent_at = await self._ctx.request(
@@ -315,6 +378,7 @@ class Arming:
             )
             leftovers.remove(leftover)
             if isinstance(resp, UpdateDelayedEventResponse):
+                self._record(switch, leftover.delay_id, leftover.content, sent_wall_ms)
                 switch.delay_id = leftover.delay_id
                 switch.armed_wall_ms = sent_wall_ms
                 switch.machine.armed(sent_at)
@@ -324,7 +388,9 @@ class Arming:
                     f"took over {leftover.delay_id!r} from a previous process",
                 )
                 return
-            if resp.kind not in GONE:
+            if resp.kind in GONE:
+                self._forget([leftover])
+            else:
                 # Neither live nor gone for sure: leave it to be cancelled after arming.
                 leftovers.append(leftover)
 
@@ -354,6 +420,7 @@ class Arming:
             attempts=_LEFTOVER_ATTEMPTS,
         )
         if isinstance(resp, UpdateDelayedEventResponse) or resp.kind in GONE:
+            self._forget([leftover])
             message = f"cancelled {leftover.delay_id!r} left by a previous process"
             error = None
         else:
@@ -363,6 +430,10 @@ class Arming:
             )
             error = resp
         self._ctx.emit(switch, SwitchEventKind.LEFTOVER_CANCELLED, message, error)
+
+    def _forget(self, ended: list[DelayedEvent]) -> None:
+        if self._ctx.record is not None:
+            self._ctx.record.drop(e.delay_id for e in ended)
 
 
 def _wall_ms() -> int:

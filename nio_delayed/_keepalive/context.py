@@ -18,7 +18,9 @@ from ..transport import RequestPolicy
 from .budget import Bucket, Grant, Priority, RequestBudget
 from .events import Emitter
 from .machine import Backoff, SwitchState
+from .ownership import Ownership
 from .ports import KeepAliveClient
+from .record import SwitchRecord
 from .registry import SwitchRegistry
 from .switch import SwitchEventKind, SwitchRuntime
 
@@ -71,6 +73,10 @@ class KeepAliveContext:
         self.max_delay_ms: int | None = None
         #: How many delayed events the server keeps scheduled for one account.
         self.max_scheduled: int | None = None
+        #: Whose leftovers the switches may take, and the bot's record of what it armed (both
+        #: set at start).
+        self.ownership = Ownership("", frozenset())
+        self.record: SwitchRecord | None = None
         self._restart_policy = self._build_policy(request_timeout, 1)
 
     def emit(

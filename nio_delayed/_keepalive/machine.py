@@ -26,6 +26,8 @@ MIN_ATTEMPT_TIMEOUT = 0.05
 
 
 class SwitchState(str, Enum):
+    """Where a dead-man's switch stands (:attr:`DeadMansSwitch.state`)."""
+
     #: Being armed for the first time.
     STARTING = "starting"
     #: The last restart was confirmed; the deadline is ahead.
@@ -35,8 +37,8 @@ class SwitchState(str, Enum):
     #: The deadline passed without a confirmed restart: the server has probably sent the event.
     #: Restarts go on: an answer of 200 resumes the switch, 404 re-arms it.
     PROBABLY_FIRED = "probably_fired"
-    #: The server confirmed the event is gone (sent, cancelled, overwritten) and the policy is
-    #: to stop.
+    #: The server confirmed the event is gone (sent, cancelled, overwritten), or the client's
+    #: sync showed it sent, and the policy is to stop.
     FIRED = "fired"
     #: Another user wrote the guarded state and the policy (``on_overwrite=CANCEL``) stopped the
     #: switch: its event will not clobber their state.
@@ -50,6 +52,12 @@ class SwitchState(str, Enum):
     STOPPED = "stopped"
     #: The switch cannot go on (for example: the bot may no longer send into the room).
     FAILED = "failed"
+
+    @property
+    def may_be_scheduled(self) -> bool:
+        """The switch's event is (or may be) scheduled: what happens to it concerns the switch
+        (another user's overwrite, its fire seen in the sync)."""
+        return self in (SwitchState.ARMED, SwitchState.AT_RISK, SwitchState.PROBABLY_FIRED)
 
     @property
     def is_final(self) -> bool:
@@ -75,6 +83,8 @@ class SwitchStats:
     rearms: int = 0
     #: Events the server confirmed gone while the switch was running.
     losses: int = 0
+    #: Of those, the ones seen sent in the client's sync: fires known for certain.
+    fires_seen: int = 0
     #: The smallest time (s) left before the deadline when a restart was confirmed.
     min_margin: float | None = None
 
@@ -85,6 +95,7 @@ class SwitchStats:
         self.rate_limit_waits += other.rate_limit_waits
         self.rearms += other.rearms
         self.losses += other.losses
+        self.fires_seen += other.fires_seen
         if other.min_margin is not None:
             self.min_margin = (
                 other.min_margin
@@ -226,6 +237,11 @@ class SwitchMachine:
         else:
             self._state = SwitchState.FIRED
             self.next_at = None
+
+    def fired(self, now: float, rearm: bool) -> None:
+        """The client's sync showed the event sent: a loss known for certain."""
+        self._stats.fires_seen += 1
+        self.lost(now, rearm)
 
     def overwritten(self) -> None:
         """Stopped because another user wrote the guarded state."""

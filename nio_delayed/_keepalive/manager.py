@@ -4,6 +4,7 @@ It assembles the parts: :mod:`.scheduler` owns the schedule and hands due switch
 tasks, :mod:`.budget` models the server's rate limits and lets each request go in its turn,
 :mod:`.planning` fits the switches' restarts into that budget and says what it cannot keep,
 :mod:`.restart`, :mod:`.arming`, :mod:`.overwrite` and :mod:`.stopping` do the requests,
+:mod:`.fired` knows a switch's event was sent when the client's sync shows it,
 :mod:`.machine` decides each switch's state and timing, and :mod:`.events` reports it all.
 """
 
@@ -12,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
+import os
 import random
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from ..clock import Clock, SystemClock
+from ..errors import ErrorKind
 from ..limits import ServerLimits
 from ..responses import (
     DelayedEventsListResponse,
@@ -34,15 +38,18 @@ from ..validation import (
     delay_to_ms,
     sticky_to_ms,
 )
-from ..wire import SWITCH_KEY_FIELD
+from ..wire import OWNER_FIELD, SWITCH_KEY_FIELD
 from .arming import Arming
 from .budget import Bucket, Priority
 from .context import KeepAliveContext
 from .events import EventStream, sum_stats
+from .fired import FireWatch
 from .machine import Backoff, SwitchMachine, SwitchStats, default_interval
 from .overwrite import OverwriteGuard
+from .ownership import Ownership
 from .planning import Capacity, Planner
 from .ports import KeepAliveClient
+from .record import SwitchRecord
 from .registry import Identity, identity
 from .restart import Restarter
 from .scheduler import Scheduler
@@ -63,6 +70,8 @@ from .switch import (
 )
 
 __all__ = ["KeepAliveManager"]
+
+logger = logging.getLogger(__name__)
 
 # The leftovers of a previous process fire unless they are listed, then adopted or cancelled:
 # the listing tries as hard as each of those (each try waiting as long as the server asks).
@@ -85,6 +94,14 @@ class KeepAliveManager:
     ``stop_timeout``: how long stopping a switch keeps trying to cancel or send its event (for
     instance through rate limits). ``track_lateness`` keeps how late each restart left (see
     ``lateness``). ``clock`` and ``seed`` are for tests.
+
+    ``owner``: who this bot's switches belong to (default: the client's device id). It is
+    written into each switch's content (``org.nio_delayed.owner``), and a switch adopts or
+    cancels only the leftovers of its own owner: other devices and programs of the account are
+    left alone (``FOREIGN_LEFTOVER``). Give a fixed id if the bot logs in anew (a new device) at
+    every start. ``record_dir``: a directory of the bot's own (beside nio's store, say) where it
+    records the events it armed, so that a restarted process finds them on a server that lists
+    no delayed events; the files hold ``delay_id`` values and are the owner's alone (mode 0600).
     """
 
     def __init__(  # noqa: PLR0913  # the public signature: one keyword per option
@@ -100,12 +117,18 @@ class KeepAliveManager:
         clock: Clock | None = None,
         seed: int | None = None,
         track_lateness: bool = False,
+        owner: str | None = None,
+        record_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if not (request_timeout > 0 and stall_threshold > 0 and stop_timeout >= 0):
             raise ValueError("request_timeout and stall_threshold must be > 0, stop_timeout >= 0")
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be >= 1")
+        if owner is not None and not (isinstance(owner, str) and 0 < len(owner) <= 255):
+            raise ValueError("owner must be a non-empty string of at most 255 characters")
         self.client = client
+        self._owner_id = owner
+        self._record_dir = record_dir
         self.request_timeout = request_timeout
         self.max_in_flight = max_in_flight
         self.stall_threshold = stall_threshold
@@ -128,7 +151,8 @@ class KeepAliveManager:
         )
         self._arming = Arming(ctx)
         self._guard = OverwriteGuard(ctx, self._scheduler.schedule)
-        self._restarter = Restarter(ctx, self._arming, self._guard)
+        self._fires = FireWatch(ctx, self._scheduler.schedule)
+        self._restarter = Restarter(ctx, self._arming, self._guard, self._fires)
         self._stopping = Stopping(ctx, stop_timeout)
         self._scheduler_task: asyncio.Task[None] | None = None
         #: The switches being added: what each guards (taken before add() first waits) and the
@@ -138,6 +162,7 @@ class KeepAliveManager:
         self._start_lock = asyncio.Lock()
         self._close_task: asyncio.Future[list[DeadMansSwitch]] | None = None
         self._closing = asyncio.Event()
+        self._close_policy: ExitPolicy | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -148,6 +173,19 @@ class KeepAliveManager:
     def clock(self, clock: Clock) -> None:
         """Swap the clock before the first switch is added (tests use a fake one)."""
         self._ctx.clock = clock
+
+    @property
+    def owner(self) -> str:
+        """Who this bot's switches belong to: the ``owner`` given, else the client's device id
+        (fixed when the manager starts). Raises :class:`KeepAliveError` if there is neither (a
+        client not logged in, or given a token by hand: then pass ``owner``)."""
+        owner = self._ctx.ownership.owner or self._owner_id or self.client.device_id
+        if not owner:
+            raise KeepAliveError(
+                "the client has no device id (log in first), and no owner was given: a switch "
+                "must know which leftovers are its own"
+            )
+        return owner
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -173,24 +211,49 @@ class KeepAliveManager:
             self._ctx.dialect = support.dialect
             self._ctx.max_delay_ms = support.max_delay_ms
             self._ctx.max_scheduled = support.max_scheduled
-            listing, _ = await self._ctx.request(
-                Bucket.MANAGEMENT,
-                Priority.KEEP,
-                lambda _: self.client.delayed_events(policy=self._ctx.policy()),
-                attempts=_LISTING_ATTEMPTS,
-            )
-            if not isinstance(listing, DelayedEventsListResponse):
-                raise KeepAliveError(
-                    f"could not list the scheduled delayed events: {listing}", listing
-                )
+            await self._take_stock()
             if self._close_task is not None:  # close() began meanwhile: start nothing
                 raise KeepAliveError("this keep-alive manager is closed")
-            self._arming.leftovers = listing.scheduled
             self.client.add_sync_observer(self._guard.on_sync)
+            self.client.add_sync_observer(self._fires.on_sync)
             self._loop = asyncio.get_running_loop()
             self._scheduler_task = asyncio.create_task(
                 self._scheduler.run(self._restarter.act), name="nio-delayed keep-alive"
             )
+
+    async def _take_stock(self) -> None:
+        """Find what is scheduled: the server's listing, else the bot's record."""
+        owner = self.owner
+        record = None
+        if self._record_dir is not None:
+            record = SwitchRecord(self._record_dir, self.client.user_id)
+        recorded = record.load() if record is not None else []
+        listing, _ = await self._ctx.request(
+            Bucket.MANAGEMENT,
+            Priority.KEEP,
+            lambda _: self.client.delayed_events(policy=self._ctx.policy()),
+            attempts=_LISTING_ATTEMPTS,
+        )
+        if isinstance(listing, DelayedEventsListResponse):
+            leftovers = listing.scheduled
+            if record is not None:
+                # What the record holds and the server no longer has was sent or cancelled.
+                live = {e.delay_id for e in leftovers}
+                record.drop(e.delay_id for e in recorded if e.delay_id not in live)
+        elif listing.kind is ErrorKind.UNSUPPORTED:
+            # No listing: this bot's own record is all there is to adopt from.
+            leftovers = [entry.as_leftover() for entry in recorded]
+            if record is None:
+                logger.warning(
+                    "the server lists no delayed events, and no record_dir was given: "
+                    "switches a previous process left scheduled cannot be found, and fire "
+                    "when their delay runs out"
+                )
+        else:
+            raise KeepAliveError(f"could not list the scheduled delayed events: {listing}", listing)
+        self._ctx.ownership = Ownership(owner, record if record is not None else frozenset())
+        self._ctx.record = record
+        self._arming.leftovers = leftovers
 
     async def __aenter__(self) -> KeepAliveManager:
         await self.start()
@@ -199,18 +262,21 @@ class KeepAliveManager:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def close(self) -> list[DeadMansSwitch]:
-        """Stop every switch by its exit policy, then the scheduler. Safe to call again.
+    async def close(self, policy: ExitPolicy | None = None) -> list[DeadMansSwitch]:
+        """Stop every switch by its exit policy (or by ``policy``, for all), then the scheduler.
+        Safe to call again; the first call's ``policy`` holds.
 
+        ``close(ExitPolicy.KEEP)`` hands the switches over: their events stay armed for the next
+        process of the same owner to adopt (a rolling deploy without a false "offline").
         Cancels and sends go out as fast as the server's rate limit allows, nearest deadline
         first, and are tried again through 429s (see ``stop_timeout``). Returns the switches
         whose event could not be ended as asked (each also reported, at WARNING): those fire by
         themselves when their delay runs out."""
-        self._begin_close()
+        self._begin_close(policy)
         assert self._close_task is not None
         return list(await asyncio.shield(self._close_task))
 
-    def close_soon(self) -> None:
+    def close_soon(self, policy: ExitPolicy | None = None) -> None:
         """Begin :meth:`close` from anywhere, a signal handler included; returns at once.
 
         loop.add_signal_handler(signal.SIGTERM, manager.close_soon)
@@ -220,10 +286,11 @@ class KeepAliveManager:
             with contextlib.suppress(RuntimeError):
                 loop = asyncio.get_running_loop()
         if loop is not None and self._close_task is None:
-            loop.call_soon_threadsafe(self._begin_close)
+            loop.call_soon_threadsafe(self._begin_close, policy)
 
-    def _begin_close(self) -> None:
+    def _begin_close(self, policy: ExitPolicy | None = None) -> None:
         if self._close_task is None:
+            self._close_policy = policy
             self._close_task = asyncio.ensure_future(self._close())
             self._closing.set()
 
@@ -239,13 +306,15 @@ class KeepAliveManager:
 
     async def _close(self) -> list[DeadMansSwitch]:
         self.client.remove_sync_observer(self._guard.on_sync)
+        self.client.remove_sync_observer(self._fires.on_sync)
         # Switches being added are not added: each cancels what it scheduled before it ends.
         arming = list(self._arming_tasks)
         for task in arming:
             task.cancel()
         await asyncio.gather(*arming, return_exceptions=True)
         switches = list(self._ctx.switches)
-        ended = await asyncio.gather(*(self._stopping.stop(s, None) for s in switches))
+        policy = self._close_policy
+        ended = await asyncio.gather(*(self._stopping.stop(s, policy) for s in switches))
         if self._scheduler_task is not None:
             self._scheduler_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -316,6 +385,7 @@ class KeepAliveManager:
         ignore_unverified_devices: bool = False,
         priority: int = 0,
         sticky_duration: timedelta | int | None = None,
+        exact_content: bool = False,
     ) -> DeadMansSwitch:
         """Arm a switch and keep it from firing; returns once it is armed (and "alive" sent).
 
@@ -331,6 +401,11 @@ class KeepAliveManager:
         kept first (then the ones added first); the others are reported (``OVER_BUDGET``).
         ``sticky_duration`` (message switches, at most one hour): the event is sticky (MSC4354)
         for that long once it fires, however often it is re-armed.
+        The content also carries the manager's :attr:`owner` (``org.nio_delayed.owner``): a
+        switch adopts or cancels only its own owner's leftovers. ``exact_content=True`` (state
+        switches) sends the content exactly as given, without it (MatrixRTC's empty leave
+        content, say); the switch's leftovers are then known by its state key, which must hold
+        the owner id (a per-device key), or by the manager's record (``record_dir``).
         Raises ``InvalidInput`` for bad arguments, :class:`UnsupportedServerError` on a server
         without delayed events (or without sticky events, when asked for),
         :class:`SwitchArmError` if the event could not be scheduled.
@@ -345,6 +420,8 @@ class KeepAliveManager:
         room_id, event_type, content, state_key = check_event(
             room_id, event_type, content, state_key
         )
+        if not self._exact(exact_content, state_key):
+            content = {**content, OWNER_FIELD: self.owner}
         alive = _checked_alive(alive)
         requested_ms = delay_to_ms(delay)
         sticky_ms = _checked_sticky(sticky_duration, state_key)
@@ -373,6 +450,7 @@ class KeepAliveManager:
             ignore_unverified_devices,
             priority,
             sticky_ms,
+            exact_content,
         )
         switch = self._new_switch(settings, restart_interval)
         switch.order = self._planner.next_order()
@@ -438,6 +516,27 @@ class KeepAliveManager:
         while not stopping.done():
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait([stopping])
+
+    def _exact(self, exact_content: object, state_key: str | None) -> bool:
+        """Whether the content goes out exactly as given; refused where the switch could not
+        tell its own leftovers then."""
+        if not isinstance(exact_content, bool):
+            raise InvalidInput("exact_content must be True or False")
+        if not exact_content:
+            return False
+        if state_key is None:
+            raise InvalidInput(
+                "exact_content is for state switches: a message switch carries its key and "
+                "owner in its content"
+            )
+        owner = self.owner
+        if self._record_dir is None and owner not in state_key:
+            raise InvalidInput(
+                f"with exact_content, the state key must hold the owner id ({owner!r}), as a "
+                "per-device key does, or the manager needs a record_dir: else a restarted "
+                "process could not tell its leftover from another device's"
+            )
+        return True
 
     async def _require_sticky(self) -> None:
         # Asked before anything is taken or sent: leftovers stay for a switch that can be armed.

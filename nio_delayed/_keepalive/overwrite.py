@@ -13,16 +13,12 @@ from ..models import DelayedEventStatus
 from ..responses import DelayedEventError, GetDelayedEventResponse
 from .budget import Bucket, Priority
 from .context import GONE, KeepAliveContext
-from .machine import SwitchState
 from .registry import identity
 from .switch import Overwrite, OverwritePolicy, SwitchEventKind, SwitchRuntime
 
 __all__ = ["OverwriteGuard"]
 
 R = TypeVar("R")
-
-# States in which a switch's event is (or may be) scheduled: an overwrite concerns it.
-_GUARDED = (SwitchState.ARMED, SwitchState.AT_RISK, SwitchState.PROBABLY_FIRED)
 
 
 class OverwriteGuard:
@@ -38,7 +34,7 @@ class OverwriteGuard:
     @staticmethod
     def pending(switch: SwitchRuntime) -> bool:
         """An overwrite was seen and is to be handled before anything else."""
-        return switch.overwrite is not None and switch.machine.state in _GUARDED
+        return switch.overwrite is not None and switch.machine.state.may_be_scheduled
 
     def on_sync(self, response: SyncResponse) -> None:
         """Look through a sync for state written by another user at a guarded (room, type,
@@ -59,7 +55,7 @@ class OverwriteGuard:
                     self._note(switch, overwrite)
 
     def _note(self, switch: SwitchRuntime, overwrite: Overwrite) -> None:
-        if switch.overwrite is not None or switch.machine.state not in _GUARDED:
+        if switch.overwrite is not None or not switch.machine.state.may_be_scheduled:
             return
         if overwrite.event_id == switch.last_overwrite_id:
             return  # the same write again (a later sync can repeat state): handled already

@@ -39,6 +39,10 @@ class KeepAliveClient(Protocol):
     @property
     def user_id(self) -> str: ...
 
+    #: The client's device (nio's ``AsyncClient.device_id``): the switches' default owner.
+    @property
+    def device_id(self) -> str | None: ...
+
     #: The server's rate limits as far as the bot's operator knows them.
     delayed_events_limits: ServerLimits
 

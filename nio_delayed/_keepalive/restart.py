@@ -1,5 +1,6 @@
-"""One step of a due switch: restart its event (the common case), re-arm it, or handle another
-user's overwrite; and what follows when the server says the event is gone."""
+"""One step of a due switch: restart its event (the common case), re-arm it, handle its fire seen
+in the sync or another user's overwrite; and what follows when the server says the event is
+gone."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from .arming import Arming
 from .budget import Bucket, Priority
 from .capacity import safety_margin
 from .context import GONE, KeepAliveContext
+from .events import switch_fields
+from .fired import FireWatch
 from .machine import SwitchState
 from .overwrite import OverwriteGuard
 from .switch import LostPolicy, SwitchEventKind, SwitchRuntime
@@ -20,17 +23,20 @@ __all__ = ["Restarter"]
 # Longer than this in the budget's queue is a wait (s).
 _WAITED = 0.05
 
-logger = logging.getLogger("nio_delayed")
+logger = logging.getLogger(__name__)
 
 
 class Restarter:
     """What a due switch does when the scheduler hands it a request task."""
 
-    def __init__(self, context: KeepAliveContext, arming: Arming, guard: OverwriteGuard) -> None:
+    def __init__(
+        self, context: KeepAliveContext, arming: Arming, guard: OverwriteGuard, fires: FireWatch
+    ) -> None:
         self._ctx = context
         self._client = context.client
         self._arming = arming
         self._guard = guard
+        self._fires = fires
 
     async def act(self, switch: SwitchRuntime) -> None:
         """The scheduler's request task for a due switch. Never raises."""
@@ -38,18 +44,23 @@ class Restarter:
         try:
             if switch.machine.state is SwitchState.UNAUTHORIZED:
                 return  # paused after it was due: resume() schedules it again
-            if self._guard.pending(switch):
+            if self._fires.pending(switch):
+                self._fires.apply(switch, "it arrived in the client's sync")
+            elif self._guard.pending(switch):
                 await self._guard.handle(switch)
             elif switch.machine.state is SwitchState.REARMING:
                 await self._arming.rearm(switch)
             else:
                 await self._restart(switch)
         except Exception as exc:  # a bug must show, and must not stop the other switches
-            logger.exception("keep-alive step failed for %r", switch.handle)
+            logger.exception(
+                "keep-alive step failed for %r", switch.handle, extra=switch_fields(switch)
+            )
             self._ctx.retry_later(switch, None, f"internal error: {exc!r}")
         arrived = switch.overwrite is not None and overwrite_before is None
-        if arrived and switch.machine.next_at is not None:
-            # An overwrite seen while this request ran is handled next, at once.
+        if (arrived or self._fires.pending(switch)) and switch.machine.next_at is not None:
+            # An overwrite or a fire seen while this request ran is handled next, at once (a
+            # fire even if the server answered this restart with 200).
             switch.machine.hurry(self._ctx.clock.now())
 
     async def _restart(self, switch: SwitchRuntime) -> None:
@@ -123,6 +134,11 @@ class Restarter:
         self._ctx.emit(switch, kind, f"restarts are failing{left}", resp)
 
     async def _lost(self, switch: SwitchRuntime, resp: DelayedEventError) -> None:
+        if self._fires.pending(switch):
+            self._fires.apply(
+                switch, "it arrived in the client's sync, and a restart found it gone", resp
+            )
+            return
         overwrite = switch.overwrite or await self._guard.find(switch)
         if overwrite is not None:
             # Gone because another user wrote the state (Synapse's rule), seen before the sync

@@ -24,6 +24,7 @@ __all__ = [
     "LostPolicy",
     "Overwrite",
     "OverwritePolicy",
+    "SeenFired",
     "SwitchArmError",
     "SwitchEvent",
     "SwitchEventKind",
@@ -81,9 +82,19 @@ class Overwrite:
     origin_server_ts: int
 
 
+@dataclass(frozen=True)
+class SeenFired:
+    """A switch's event as the sync showed it sent: its delay id and the event id it was sent
+    as."""
+
+    delay_id: DelayId
+    event_id: str | None
+
+
 class LeftoverPolicy(str, Enum):
-    """What to do, at start, with a switch a previous process left scheduled for the same
-    room, type and state key (for a message: the same content)."""
+    """What to do, at start, with a switch a previous process of the same owner left scheduled
+    for the same room, type and state key (for a message: the same key). Events other owners
+    armed are never touched."""
 
     #: Take it over and keep restarting it (the default): no event fires across a restart.
     ADOPT = "adopt"
@@ -102,9 +113,14 @@ class AliveEvent:
 
 
 class SwitchEventKind(str, Enum):
+    """What happened to a switch: the ``kind`` of a :class:`SwitchEvent`."""
+
     ARMED = "armed"
     ADOPTED = "adopted"
     LEFTOVER_CANCELLED = "leftover_cancelled"
+    #: A delayed event on the switch's room, type and state key that another device or program
+    #: of the account armed (see ``KeepAliveManager``'s ``owner``): left alone, said at WARNING.
+    FOREIGN_LEFTOVER = "foreign_leftover"
     DELAY_LOWERED = "delay_lowered"
     ALIVE_PUBLISHED = "alive_published"
     ALIVE_FAILED = "alive_failed"
@@ -114,6 +130,11 @@ class SwitchEventKind(str, Enum):
     RECOVERED = "recovered"
     PROBABLY_FIRED = "probably_fired"
     LOST = "lost"
+    #: The switch's own event arrived in the client's sync (its ``unsigned`` delay id says so):
+    #: the server sent it, for certain. ``on_lost`` follows (re-arm, or stop in state FIRED).
+    #: It replaces ``LOST`` for that event; a server that still answers 200 to restarts of an
+    #: event it sent is caught this way too.
+    FIRED_CONFIRMED = "fired_confirmed"
     REARMED = "rearmed"
     OVERWRITTEN = "overwritten"
     STALL = "stall"
@@ -184,6 +205,8 @@ class SwitchSettings:
     priority: int = 0
     #: A message switch's event is sticky this long once sent (MSC4354); every arming asks it.
     sticky_duration_ms: int | None = None
+    #: The content goes out exactly as given, without the owner marker (state switches).
+    exact_content: bool = False
 
 
 Stopper = Callable[["SwitchRuntime", "ExitPolicy | None"], Awaitable[bool]]
@@ -215,6 +238,8 @@ class SwitchRuntime:
         #: An overwrite seen in the sync and not handled yet, and the event id of the last one.
         self.overwrite: Overwrite | None = None
         self.last_overwrite_id: str | None = None
+        #: The sync showed this event sent, and the fire is not handled yet.
+        self.seen_fired: SeenFired | None = None
         #: The next re-arm publishes no "alive" (``on_overwrite=IGNORE``).
         self.rearm_quietly = False
         self.callbacks: list[Callable[[SwitchEvent], None]] = []
@@ -315,6 +340,11 @@ class DeadMansSwitch:
     @property
     def ignore_unverified_devices(self) -> bool:
         return self._settings.ignore_unverified_devices
+
+    @property
+    def exact_content(self) -> bool:
+        """The event's content is exactly the one given: it carries no owner marker."""
+        return self._settings.exact_content
 
     @property
     def priority(self) -> int:

@@ -15,6 +15,7 @@ from .demo import add_demo_command
 from .devserver_command import add_devserver_command
 from .operator import add_operator_commands
 from .run import add_run_command
+from .status import add_status_command
 
 __all__ = ["build_parser", "main"]
 
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_devserver_command(commands)
     add_operator_commands(commands)
     add_run_command(commands)
+    add_status_command(commands)
     return parser
 
 

@@ -35,6 +35,11 @@ class _Timer:
 
 
 class FakeClock:
+    """A :class:`~nio_delayed.Clock` whose time moves only when the test says so: ``await
+    advance(seconds)`` runs every timer due on the way, ``await stall(seconds)`` jumps as a
+    blocked event loop would. Give the same one to a ``KeepAliveManager`` and a
+    ``FakeHomeserver``."""
+
     def __init__(self, start: float = 1000.0) -> None:
         self._now = start
         self._timers: list[tuple[float, int, _Timer]] = []

@@ -56,11 +56,13 @@ Revision = Literal["merged", "draft"]
 class Fault:
     """Make matching requests fail. ``times`` counts down; ``None`` means for ever.
 
-    ``latency`` (seconds, real time) is waited first; then ``drop`` closes the connection
-    without an answer, or ``status``/``body``/``headers`` answer instead of the real handler.
-    ``drop_answer`` lets the server act and then loses its answer; ``answer_latency``
-    (seconds, real time) lets it act and then holds its answer that long (a client that gives
-    up meanwhile does not undo what it did). With none of these, the request is only delayed.
+    ``latency`` (seconds, real time) is waited first, before the server acts: a request that
+    reaches it late. Then ``drop`` closes the connection without an answer, or
+    ``status``/``body``/``headers`` answer instead of the real handler (``status=200`` to
+    ``/restart`` is a server that says it restarted an event it never touched, even one it has
+    sent). ``drop_answer`` lets the server act and then loses its answer; ``answer_latency``
+    (seconds, real time) lets it act and then holds the answer back that long: a server that
+    answers late. With none of these, the request is only delayed.
     """
 
     path_contains: str = ""
@@ -86,6 +88,8 @@ class Fault:
 
 @dataclass
 class RecordedRequest:
+    """One request the :class:`FakeHomeserver` received, and its answer."""
+
     method: str
     path: str  # decoded path with the raw query string
     body: Any
@@ -379,8 +383,6 @@ class FakeHomeserver(LoopbackServer):
         # A token logged out is refused before anything else, as a server checks it first.
         refused = self._refuse_logged_out(request)
         response = refused if refused is not None else await self._answer(request, handler, fault)
-        if fault is not None and fault.answer_latency:
-            await asyncio.sleep(fault.answer_latency)
         record.status = response.status
         if isinstance(response, web.Response) and response.content_type == "application/json":
             assert response.text is not None
@@ -394,29 +396,47 @@ class FakeHomeserver(LoopbackServer):
         fault: Fault | None,
     ) -> web.StreamResponse:
         if fault is not None:
-            if fault.times is not None:
-                fault.times -= 1
-            if fault.latency:
-                await asyncio.sleep(fault.latency)
-            if fault.drop_answer:
-                await handler(request)
-            if fault.drop or fault.drop_answer:
-                assert request.transport is not None
-                request.transport.close()
-                raise asyncio.CancelledError  # aiohttp drops a cancelled handler's answer
-            if fault.status is not None:
-                body_text = fault.body if isinstance(fault.body, str) else None
-                if body_text is not None:
-                    return web.Response(status=fault.status, text=body_text, headers=fault.headers)
-                return web.json_response(
-                    fault.body or {}, status=fault.status, headers=fault.headers
-                )
+            faulted = await self._faulted(request, handler, fault)
+            if faulted is not None:
+                return faulted
+        return await self._handle(request, handler)
+
+    async def _handle(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         try:
             return await handler(request)
         except web.HTTPMethodNotAllowed:
             return _error(405, "M_UNRECOGNIZED", "Unrecognized request")
         except web.HTTPNotFound:
             return _error(404, "M_UNRECOGNIZED", "Unrecognized request")
+
+    async def _faulted(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+        fault: Fault,
+    ) -> web.StreamResponse | None:
+        """The answer ``fault`` gives instead of the handler's, or None to let it answer."""
+        if fault.times is not None:
+            fault.times -= 1
+        if fault.latency:
+            await asyncio.sleep(fault.latency)
+        if fault.answer_latency:
+            answer = await self._handle(request, handler)
+            await asyncio.sleep(fault.answer_latency)
+            return answer
+        if fault.drop_answer:
+            await handler(request)
+        if fault.drop or fault.drop_answer:
+            assert request.transport is not None
+            request.transport.close()
+            raise asyncio.CancelledError  # aiohttp drops a cancelled handler's answer
+        if fault.status is None:
+            return None
+        if isinstance(fault.body, str):
+            return web.Response(status=fault.status, text=fault.body, headers=fault.headers)
+        return web.json_response(fault.body or {}, status=fault.status, headers=fault.headers)
 
     def _refuse_logged_out(self, request: web.Request) -> web.Response | None:
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")

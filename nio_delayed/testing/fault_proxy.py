@@ -48,6 +48,8 @@ class ProxyFaults:
 
 @dataclass
 class ProxiedRequest:
+    """One request that passed the :class:`FaultProxy`: when, and what came of it."""
+
     method: str
     path: str
     started: float  # time.monotonic()
@@ -66,6 +68,10 @@ class _Burst:
 
 @dataclass
 class FaultProxy(LoopbackServer):
+    """An HTTP proxy on 127.0.0.1 in front of ``upstream`` (a real homeserver) that injects
+    ``faults`` (latency, dropped connections, lost answers, 5xx and 429 bursts, a blackhole) and
+    records every request in ``requests``. Point the bot at its ``url``."""
+
     upstream: str
     seed: int | None = None
     faults: ProxyFaults = field(default_factory=ProxyFaults)
