@@ -37,7 +37,7 @@ ROOM = "!room:fake"
 OFFLINE = {"msgtype": "m.notice", "body": "bot offline"}
 ALIVE = AliveEvent("org.example.status", {"online": True}, state_key="bot")
 #: How long the server holds the request a test cancels on (real seconds).
-HELD = 0.3
+HELD = 0.1
 
 
 @dataclass
