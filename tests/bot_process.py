@@ -1,12 +1,15 @@
 """A bot with dead-man's switches, run as its own process so that tests can SIGKILL it.
 
-    python tests/bot_process.py URL USER_ID DEVICE_ID TOKEN ROOM_ID DELAY_MS [LIMITS [COUNT]]
+    python tests/bot_process.py URL USER_ID DEVICE_ID TOKEN ROOM_ID DELAY_MS \
+        [LIMITS [COUNT [LEFTOVERS]]]
 
 LIMITS is ``unlimited`` (the default: a test server with relaxed rate limits) or ``synapse``
-(Synapse's defaults). With COUNT, it arms that many message switches and, after about one
-delay (each has been restarted by then), prints a ``capacity`` line: how many of their events
-the library predicts would be delivered if the bot died now. Prints every switch event as a
-JSON line; SIGTERM stops it cleanly (exit policy: cancel).
+(Synapse's defaults). With COUNT, it arms that many message switches one after another, prints
+an ``armed_all`` line, and after about one delay (each has been restarted by then) a
+``capacity`` line: how many of their events the library predicts would be delivered if the bot
+died now. With LEFTOVERS (``adopt`` or ``cancel``, the leftover policy), it is a restarted bot:
+it adds the COUNT switches all at once and prints an ``added`` line once every add() returned.
+Prints every switch event as a JSON line; SIGTERM stops it cleanly (exit policy: cancel).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import signal
 import sys
 from datetime import timedelta
 
-from nio_delayed import DelayedAsyncClient, ExitPolicy, ServerLimits, SwitchEvent
+from nio_delayed import DelayedAsyncClient, ExitPolicy, LeftoverPolicy, ServerLimits, SwitchEvent
 
 OFFLINE = {"msgtype": "m.notice", "body": "bot offline"}
 
@@ -37,6 +40,7 @@ async def main(
     delay: str,
     limits: str = "unlimited",
     count: str = "",
+    leftovers: str = "",
 ) -> None:
     client = DelayedAsyncClient(url, user_id)
     client.restore_login(user_id, device_id, token)
@@ -54,6 +58,18 @@ async def main(
             delay=timedelta(milliseconds=int(delay)),
             on_exit=ExitPolicy.CANCEL,
         )
+    elif leftovers:
+        added = await asyncio.gather(
+            *(
+                manager.add(
+                    room_id, "m.room.message", OFFLINE, delay=int(delay), key=str(n),
+                    on_exit=ExitPolicy.CANCEL, on_leftover=LeftoverPolicy(leftovers),
+                )
+                for n in range(int(count))
+            )
+        )  # fmt: skip
+        line = {"kind": "added", "states": [s.state.value for s in added]}
+        print(json.dumps(line), flush=True)
     else:
         switches = [
             await manager.add(
@@ -62,6 +78,7 @@ async def main(
             )
             for n in range(int(count))
         ]  # fmt: skip
+        print(json.dumps({"kind": "armed_all"}), flush=True)
         # Within (nearly) one delay every switch has been restarted: their deadlines have spread.
         await asyncio.sleep(int(delay) / 1000 * 0.95)
         capacity = manager.capacity()

@@ -47,10 +47,11 @@ async def offline_messages(room: Room) -> int:
 class BotProcess:
     """tests/bot_process.py as a child process, with its event lines."""
 
-    def __init__(self, room: Room, delay_ms: int, *options: str) -> None:
-        """``options``: the rate limits to assume and how many switches (tests/bot_process.py)."""
+    def __init__(self, room: Room, delay_ms: int, *options: str, url: str | None = None) -> None:
+        """``options``: the rate limits to assume, how many switches and what to do with
+        leftovers (tests/bot_process.py). ``url``: the server's, or a proxy's in front of it."""
         bot = room.bot
-        args = [room.server.url, bot.user_id, bot.device_id, bot.access_token, room.room_id]
+        args = [url or room.server.url, bot.user_id, bot.device_id, bot.access_token, room.room_id]
         self.process = subprocess.Popen(
             [sys.executable, str(BOT), *args, str(delay_ms), *options],
             stdout=subprocess.PIPE,

@@ -4,7 +4,9 @@ and publishing the "alive" event."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import math
 import time
 import uuid
 from datetime import timedelta
@@ -23,6 +25,7 @@ from ..responses import (
 from ..support import Dialect
 from ..wire import ENCRYPTED_TYPE
 from .budget import Bucket, Priority
+from .capacity import safety_margin
 from .context import GONE, HOPELESS, KeepAliveContext
 from .ownership import Provenance, unmarked
 from .record import RecordedSwitch
@@ -48,20 +51,84 @@ class Arming:
 
     async def arm_new(self, switch: SwitchRuntime) -> None:
         """Arm a switch being added, adopting or cancelling its leftovers, and publish "alive".
-        Raises :class:`SwitchArmError` if its event could not be scheduled."""
+        Raises :class:`SwitchArmError` if its event could not be scheduled.
+
+        Cancelled, it leaves ``switch.delay_id`` naming the event it scheduled or adopted, if
+        any (a request on the wire is seen through), and the leftovers it had not finished
+        with back for a later switch of the same event."""
         leftovers = self._take_leftovers(switch)
-        if switch.settings.on_leftover is LeftoverPolicy.ADOPT:
-            await self._adopt(switch, leftovers)
-        if switch.delay_id is None:
-            self._check_room_for_one_more(switch, leftovers)
-            error = await self.arm(switch)
-            if error is not None:
-                self._ctx.fail_for_good(switch, f"could not arm: {error}", error)
-                raise SwitchArmError(f"could not arm {switch.handle!r}: {error}", error)
-            self._ctx.emit(switch, SwitchEventKind.ARMED, f"armed ({switch.delay_id!r})")
-        for leftover in leftovers:
-            await self._cancel_leftover(switch, leftover)
+        try:
+            if switch.settings.on_leftover is LeftoverPolicy.ADOPT:
+                await self._adopt(switch, leftovers)
+            if switch.delay_id is None:
+                self._check_room_for_one_more(switch, leftovers)
+                error = await self._arm_keeping(switch, leftovers)
+                if error is not None:
+                    self._ctx.fail_for_good(switch, f"could not arm: {error}", error)
+                    raise SwitchArmError(f"could not arm {switch.handle!r}: {error}", error)
+                self._ctx.emit(switch, SwitchEventKind.ARMED, f"armed ({switch.delay_id!r})")
+            while leftovers:
+                await self._cancel_leftover(switch, leftovers[0])
+                leftovers.pop(0)
+        except BaseException:
+            self.leftovers.extend(leftovers)
+            raise
         await self.publish_alive(switch)
+
+    async def _arm_keeping(
+        self, switch: SwitchRuntime, leftovers: list[DelayedEvent]
+    ) -> DelayedEventError | None:
+        """Arm the switch while its leftovers are kept from firing (see
+        :meth:`_keep_leftovers`); they are cancelled once it is armed."""
+        if not leftovers:
+            return await self.arm(switch)
+        keeper = asyncio.ensure_future(self._keep_leftovers(switch, leftovers))
+        try:
+            return await self.arm(switch)
+        finally:
+            keeper.cancel()
+            await asyncio.wait([keeper])
+
+    async def _keep_leftovers(self, switch: SwitchRuntime, leftovers: list[DelayedEvent]) -> None:
+        """Restart each leftover before it is due for as long as the new event waits its turn:
+        the scheduling rate is the slower one (Synapse: one every 5 s after a burst of 10), and
+        a leftover must not fire while the new process lives. One found gone is dropped
+        (nothing to cancel)."""
+        clock = self._ctx.clock
+
+        def delay(leftover: DelayedEvent) -> float:
+            return (leftover.delay_ms or switch.settings.delay_ms) / 1000
+
+        # When each is due, as the server said (on its clock), then as we restarted it (on
+        # ours); and, before our first restart, at the latest when the arming has waited a
+        # safety margin (it waits for the budget, then): the server's clock may run ahead.
+        due = {leftover.delay_id: self._due(leftover) for leftover in leftovers}
+        first = {e.delay_id: clock.now() + safety_margin(delay(e)) for e in leftovers}
+
+        def wake(leftover: DelayedEvent) -> float:
+            at = due[leftover.delay_id]
+            if at is None:
+                return clock.now()
+            # Before it is due, with time for a wait in the budget and one more try.
+            return min(at - 2 * safety_margin(delay(leftover)), first[leftover.delay_id])
+
+        while leftovers:
+            leftover = min(leftovers, key=wake)
+            await self._ctx.sleep(wake(leftover) - clock.now())
+            resp, sent_at = await self._ctx.request(
+                Bucket.MANAGEMENT,
+                Priority.KEEP,
+                functools.partial(self._restart, leftover.delay_id),
+                deadline=due[leftover.delay_id],
+            )
+            if isinstance(resp, UpdateDelayedEventResponse):
+                due[leftover.delay_id] = sent_at + delay(leftover)
+                first[leftover.delay_id] = math.inf
+            elif resp.kind in GONE:
+                leftovers.remove(leftover)
+                self._forget([leftover])
+            elif resp.kind is not ErrorKind.RATE_LIMITED:  # the budget waits after a 429
+                await self._ctx.sleep(self._ctx.backoff.wait(1, self._ctx.rng))
 
     def _check_room_for_one_more(
         self, switch: SwitchRuntime, leftovers: list[DelayedEvent]
@@ -145,9 +212,10 @@ class Arming:
         s = switch.settings
         policy = self._ctx.policy()
         delay = timedelta(milliseconds=s.delay_ms)
+        resp: RoomSendDelayedResponse | RoomPutStateDelayedResponse | DelayedEventError
         if s.state_key is None:
             sticky = s.sticky_duration_ms
-            return await self._client.room_send_delayed(
+            resp = await self._client.room_send_delayed(
                 s.room_id,
                 s.event_type,
                 s.content,
@@ -157,9 +225,15 @@ class Arming:
                 policy=policy,
                 sticky_duration=None if sticky is None else timedelta(milliseconds=sticky),
             )
-        return await self._client.room_put_state_delayed(
-            s.room_id, s.event_type, s.content, delay, s.state_key, policy=policy
-        )
+        else:
+            resp = await self._client.room_put_state_delayed(
+                s.room_id, s.event_type, s.content, delay, s.state_key, policy=policy
+            )
+        if not isinstance(resp, DelayedEventError):
+            # Known as soon as it is scheduled, also when whoever waits is being cancelled: an
+            # add() that does not finish cancels it.
+            switch.delay_id = resp.delay_id
+        return resp
 
     async def _scheduled(
         self, switch: SwitchRuntime, tx_id: str, attempts: int
@@ -181,6 +255,7 @@ class Arming:
                 lambda _: self._schedule(switch, tx_id),
                 switch=switch,
                 attempts=1 if blind else attempts,
+                finish_sent=True,  # an event scheduled for a cancelled caller must be known
             )
             if not blind or not isinstance(resp, DelayedEventError):
                 return resp, sent_at
@@ -301,6 +376,7 @@ class Arming:
                 Priority.KEEP,
                 functools.partial(self._restart, leftover.delay_id),
                 switch=switch,
+                deadline=self._due(leftover),
                 attempts=_LEFTOVER_ATTEMPTS,
             )
             leftovers.remove(leftover)
@@ -321,6 +397,15 @@ class Arming:
                 # Neither live nor gone for sure: leave it to be cancelled after arming.
                 leftovers.append(leftover)
 
+    def _due(self, leftover: DelayedEvent) -> float | None:
+        """When the leftover fires, on the keep-alive clock: its requests go in deadline order
+        with the running switches' restarts (many leftovers at once would otherwise queue
+        behind them, and fire)."""
+        due_ts = leftover.due_ts
+        if due_ts is None:
+            return None
+        return self._ctx.clock.now() + (due_ts - _wall_ms()) / 1000
+
     async def _restart(
         self, delay_id: str, _: float
     ) -> UpdateDelayedEventResponse | DelayedEventError:
@@ -334,6 +419,7 @@ class Arming:
                 leftover.delay_id, policy=self._ctx.policy()
             ),
             switch=switch,
+            deadline=self._due(leftover),
             attempts=_LEFTOVER_ATTEMPTS,
         )
         if isinstance(resp, UpdateDelayedEventResponse) or resp.kind in GONE:

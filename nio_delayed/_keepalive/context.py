@@ -106,6 +106,7 @@ class KeepAliveContext:
         deadline: float | None = None,
         latest: float | None = None,
         attempts: int = 1,
+        finish_sent: bool = False,
     ) -> tuple[R, float]:
         """Send one request when the budget lets it go, and tell the budget how it went.
         Returns the answer and when its request left.
@@ -114,10 +115,13 @@ class KeepAliveContext:
         holds the next one back as long as the server asked) or a transient failure (after a
         back-off). ``deadline`` orders requests of one priority; ``latest`` is the last moment
         the request is still worth sending past a long hint (see :class:`RequestBudget`).
+        ``finish_sent``: a request already sent when the caller is cancelled is seen through
+        (``send`` gets its answer, bounded by the request's time-out) before the cancellation
+        goes on; waiting for the budget is cancelled at once.
         """
         for attempt in range(1, attempts + 1):
             grant = await self._grant(bucket, priority, switch, deadline, latest)
-            answer, sent_at = await self._send(grant, send, switch)
+            answer, sent_at = await self._send(grant, send, switch, finish_sent)
             error = answer if isinstance(answer, DelayedEventError) else None
             if error is None or error.kind not in _RETRIED or attempt == attempts:
                 return answer, sent_at
@@ -142,17 +146,35 @@ class KeepAliveContext:
                 return await send(self.clock.now())
 
     async def _send(
-        self, grant: Grant, send: Callable[[float], Awaitable[R]], switch: SwitchRuntime | None
+        self,
+        grant: Grant,
+        send: Callable[[float], Awaitable[R]],
+        switch: SwitchRuntime | None,
+        finish_sent: bool = False,
     ) -> tuple[R, float]:
         async with self._in_flight:
             sent_at = self.clock.now()
             with self.clock.busy():
-                answer = await send(sent_at)
+                if not finish_sent:
+                    answer = await send(sent_at)
+                else:
+                    sending = asyncio.ensure_future(send(sent_at))
+                    try:
+                        answer = await asyncio.shield(sending)
+                    except asyncio.CancelledError:
+                        # What the server did still counts: for ``send``, and for the budget.
+                        await asyncio.wait([sending])
+                        if not sending.cancelled() and sending.exception() is None:
+                            self._answered(grant, sending.result(), switch)
+                        raise
+        self._answered(grant, answer, switch)
+        return answer, sent_at
+
+    def _answered(self, grant: Grant, answer: object, switch: SwitchRuntime | None) -> None:
         error = answer if isinstance(answer, DelayedEventError) else None
         self._account(grant, error, switch)
         if error is not None and error.kind is ErrorKind.UNAUTHORIZED:
             self._unauthorized(switch, error)
-        return answer, sent_at
 
     async def _grant(
         self,

@@ -44,7 +44,7 @@ from .ownership import Ownership, key_names_owner
 from .planning import Capacity, Planner
 from .ports import KeepAliveClient
 from .record import SwitchRecord
-from .registry import identity
+from .registry import Identity, identity
 from .restart import Restarter
 from .scheduler import Scheduler
 from .stopping import Stopping
@@ -66,6 +66,10 @@ from .switch import (
 __all__ = ["KeepAliveManager"]
 
 logger = logging.getLogger(__name__)
+
+# The leftovers of a previous process fire unless they are listed, then adopted or cancelled:
+# the listing tries as hard as each of those (each try waiting as long as the server asks).
+_LISTING_ATTEMPTS = 8
 
 
 class KeepAliveManager:
@@ -152,6 +156,10 @@ class KeepAliveManager:
         self._restarter = Restarter(ctx, self._arming, self._guard, self._fires)
         self._stopping = Stopping(ctx, stop_timeout)
         self._scheduler_task: asyncio.Task[None] | None = None
+        #: The switches being added: what each guards (taken before add() first waits) and the
+        #: task that arms it (close() interrupts it; it then cancels what it scheduled).
+        self._reserved: set[Identity] = set()
+        self._arming_tasks: set[asyncio.Task[None]] = set()
         self._start_lock = asyncio.Lock()
         self._close_task: asyncio.Future[list[DeadMansSwitch]] | None = None
         self._closing = asyncio.Event()
@@ -205,6 +213,8 @@ class KeepAliveManager:
             self._ctx.max_delay_ms = support.max_delay_ms
             self._ctx.max_scheduled = support.max_scheduled
             await self._take_stock()
+            if self._close_task is not None:  # close() began meanwhile: start nothing
+                raise KeepAliveError("this keep-alive manager is closed")
             self.client.add_sync_observer(self._guard.on_sync)
             self.client.add_sync_observer(self._fires.on_sync)
             self._loop = asyncio.get_running_loop()
@@ -223,7 +233,7 @@ class KeepAliveManager:
             Bucket.MANAGEMENT,
             Priority.KEEP,
             lambda _: self.client.delayed_events(policy=self._ctx.policy()),
-            attempts=3,
+            attempts=_LISTING_ATTEMPTS,
         )
         if isinstance(listing, DelayedEventsListResponse):
             leftovers = listing.scheduled
@@ -298,6 +308,11 @@ class KeepAliveManager:
     async def _close(self) -> list[DeadMansSwitch]:
         self.client.remove_sync_observer(self._guard.on_sync)
         self.client.remove_sync_observer(self._fires.on_sync)
+        # Switches being added are not added: each cancels what it scheduled before it ends.
+        arming = list(self._arming_tasks)
+        for task in arming:
+            task.cancel()
+        await asyncio.gather(*arming, return_exceptions=True)
         switches = list(self._ctx.switches)
         policy = self._close_policy
         ended = await asyncio.gather(*(self._stopping.stop(s, policy) for s in switches))
@@ -425,26 +440,81 @@ class KeepAliveManager:
             asked = replace(asked, content={**asked.content, OWNER_FIELD: self.owner})
         if self._close_task is not None:
             raise KeepAliveError("this keep-alive manager is closed")
-        await self.start()
-        if asked.sticky_duration_ms is not None:
-            await self._require_sticky()
-        other = self._ctx.switches.get(
+        guarded = self._reserve(
             identity(asked.room_id, asked.event_type, asked.state_key, asked.content)
         )
-        if other is not None:
-            raise KeepAliveError(f"{other.handle!r} already guards this event")
+        try:
+            await self.start()
+            if asked.sticky_duration_ms is not None:
+                await self._require_sticky()
+        except BaseException:
+            self._reserved.discard(guarded)
+            raise
         settings = replace(asked, delay_ms=self._allowed_delay_ms(asked.requested_delay_ms))
         switch = self._new_switch(settings, interval)
         switch.order = self._planner.next_order()
-        await self._arming.arm_new(switch)
+        if self._close_task is not None:  # close() began while the server was asked
+            self._reserved.discard(guarded)
+            raise KeepAliveError("this keep-alive manager is closed")
+        # Armed in a task of the manager's, so that close() can interrupt it; begun before
+        # anything else runs, so it has begun by the time close() does.
+        arming = asyncio.ensure_future(self._arm(switch))
+        self._arming_tasks.add(arming)
+        arming.add_done_callback(self._arming_tasks.discard)
+        arming.add_done_callback(lambda _: self._reserved.discard(guarded))
+        try:
+            await asyncio.shield(arming)
+        except asyncio.CancelledError:
+            # The caller gave up: so does the arming, which cancels what it scheduled; the
+            # caller's cancellation waits for that (unless cancelled again: close() still does).
+            arming.cancel()
+            await asyncio.wait([arming])
+            if not arming.cancelled():
+                arming.exception()  # retrieved: the caller is told of the cancellation
+            raise
+        return switch.handle
+
+    def _reserve(self, guarded: Identity) -> Identity:
+        """Claim the event for one add() at a time, before it first waits."""
+        other = self._ctx.switches.get(guarded)
+        if other is not None:
+            raise KeepAliveError(f"{other.handle!r} already guards this event")
+        if guarded in self._reserved:
+            raise KeepAliveError("a switch being added already guards this event")
+        self._reserved.add(guarded)
+        return guarded
+
+    async def _arm(self, switch: SwitchRuntime) -> None:
+        """Arm a switch being added and hand it to the scheduler. Interrupted (its caller was
+        cancelled, or the manager closes), it first cancels whatever it scheduled or adopted."""
+        closed = KeepAliveError(
+            "the keep-alive manager was closed while the switch was added: it was not added, "
+            "and its event is cancelled"
+        )
+        try:
+            await self._arming.arm_new(switch)
+        except asyncio.CancelledError:
+            await self._abandon(switch)
+            if self._close_task is not None:
+                raise closed from None
+            raise
+        if self._close_task is not None:  # close() began after the last request
+            await self._abandon(switch)
+            raise closed
         self._ctx.switches.add(switch)
-        if self._close_task is not None:
-            # close() began while this switch was being armed, and did not see it.
-            await self._stopping.stop(switch, None)
-            raise KeepAliveError("the keep-alive manager was closed while the switch was added")
         self._scheduler.watch_deadline(switch)
         self._scheduler.schedule(switch)
-        return switch.handle
+
+    async def _abandon(self, switch: SwitchRuntime) -> None:
+        """Cancel the event of a switch whose add() did not finish (its exit policy is for a
+        switch that ran): through the budget, first in line, within ``stop_timeout``. It is
+        seen through even if the task is cancelled again meanwhile."""
+        if switch.delay_id is None:
+            return  # nothing was scheduled
+        stopping = asyncio.ensure_future(self._stopping.stop(switch, ExitPolicy.CANCEL))
+        while not stopping.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([stopping])
 
     def _exact(self, asked: SwitchSettings) -> bool:
         """Whether the content goes out exactly as given; refused where the switch could not
