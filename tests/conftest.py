@@ -49,7 +49,9 @@ if os.environ.get("CI"):
 #: Fixtures that start a real Synapse: a test that uses one (directly or through another
 #: fixture, such as ``room``) is marked ``synapse`` here, so ``-m "not synapse"`` (the fast lane,
 #: ``make check``) never waits for a Synapse.
-SYNAPSE_FIXTURES = frozenset({"synapse", "stock_synapse", "synapse_without_delayed_events"})
+SYNAPSE_FIXTURES = frozenset(
+    {"synapse", "stock_synapse", "synapse_without_delayed_events", "sticky_synapse"}
+)
 
 
 #: Modules whose real-Synapse tests take longest (a minute for the slowest single test) go
@@ -115,14 +117,24 @@ class _Servers:
     at a time) without a Synapse restart each time the generation changes."""
 
     def __init__(self) -> None:
-        self._started: dict[tuple[str, bool, bool], DevServer] = {}
+        self._started: dict[tuple[str, bool, bool, bool], DevServer] = {}
 
-    def get(self, generation: str, delayed_events: bool = True, stock: bool = False) -> DevServer:
-        """``stock``: with Synapse's own default rate limits (the others are relaxed)."""
-        key = (generation, delayed_events, stock)
+    def get(
+        self,
+        generation: str,
+        delayed_events: bool = True,
+        stock: bool = False,
+        sticky: bool = False,
+    ) -> DevServer:
+        """``stock``: with Synapse's own default rate limits (the others are relaxed);
+        ``sticky``: with sticky events (MSC4354) on."""
+        key = (generation, delayed_events, stock, sticky)
         if key not in self._started:
             self._started[key] = _start(
-                generation, delayed_events=delayed_events, default_rate_limits=stock
+                generation,
+                delayed_events=delayed_events,
+                default_rate_limits=stock,
+                sticky_events=sticky,
             )
         return self._started[key]
 
@@ -154,6 +166,12 @@ def stock_synapse(request: pytest.FixtureRequest, _servers: _Servers) -> DevServ
 @pytest.fixture(scope="session", params=[CURRENT_SYNAPSE, LEGACY_SYNAPSE])
 def synapse_without_delayed_events(request: pytest.FixtureRequest, _servers: _Servers) -> DevServer:
     return _servers.get(request.param, delayed_events=False)
+
+
+@pytest.fixture(scope="session")
+def sticky_synapse(_servers: _Servers) -> DevServer:
+    """Synapse 1.163.2 with sticky events (MSC4354) on, shared as the others are."""
+    return _servers.get(CURRENT_SYNAPSE, sticky=True)
 
 
 async def login(server: DevServer, user: DevUser) -> DelayedAsyncClient:

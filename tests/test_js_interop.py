@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
@@ -31,7 +31,7 @@ from nio_delayed import (
 )
 from nio_delayed.devserver import DevServer
 
-from .conftest import CURRENT_SYNAPSE, _start, login, unique
+from .conftest import login, unique
 from .js_sdk import JS, cannot_run, require_installed
 
 PEER = JS / "peer.mjs"
@@ -390,13 +390,6 @@ async def test_a_js_sdk_delayed_state_event_survives_a_switch_started_and_stoppe
 
 
 # -- sticky delayed messages (MSC4354) ------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def sticky_synapse() -> Iterator[DevServer]:
-    server = _start(CURRENT_SYNAPSE, sticky_events=True)
-    yield server
-    server.close()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import json
 import shutil
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from nio_delayed import (
 )
 from nio_delayed.devserver import DevServer
 
-from .conftest import CURRENT_SYNAPSE, RESULTS, Room, _start, login, make_room, needs_e2e, unique
+from .conftest import RESULTS, Room, login, make_room, needs_e2e, unique
 from .js_sdk import JS, cannot_run, require_installed
 from .test_e2e_synapse import ENCRYPTION, e2e_client
 from .test_examples import Example
@@ -60,14 +60,6 @@ def node() -> str:
         pytest.skip(reason)
     require_installed()
     return shutil.which("node") or "node"
-
-
-@pytest.fixture(scope="module")
-def sticky_synapse() -> Iterator[DevServer]:
-    """Synapse 1.163.2 with sticky events (MSC4354) on."""
-    server = _start(CURRENT_SYNAPSE, sticky_events=True)
-    yield server
-    server.close()
 
 
 @pytest.fixture
