@@ -46,8 +46,9 @@ lint: $(BIN)/.installed
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
+# On both cores: about 40 s instead of 80.
 unit: $(BIN)/.installed
-	$(BIN)/pytest -q -m "not synapse"
+	$(BIN)/pytest -q -m "not synapse" -n 2
 
 synapse-tests: $(BIN)/.installed $(LEGACY_VENV)/bin/.installed js-peer
 	NIO_DELAYED_LEGACY_SYNAPSE_PYTHON=$(abspath $(LEGACY_VENV))/bin/python \
@@ -84,7 +85,7 @@ package: $(BIN)/.installed
 	tar -xzf dist/*.tar.gz -C build/sdist
 	cd build/sdist/* && $(abspath $(BIN))/python -c \
 		'import nio_delayed, os; assert nio_delayed.__file__.startswith(os.getcwd()), nio_delayed.__file__'
-	cd build/sdist/* && $(abspath $(BIN))/pytest -q -p no:cacheprovider -m "not synapse"
+	cd build/sdist/* && $(abspath $(BIN))/pytest -q -p no:cacheprovider -m "not synapse" -n 2
 
 # The fast lane on every CPython 3.10-3.13 installed (on PATH, or under pyenv without being
 # selected), each in its own virtualenv with the test extra only: the tests of e2e, nio-bot and
