@@ -207,7 +207,7 @@ async def test_a_cancelled_dead_mans_switch_block_leaves_nothing_scheduled(bot: 
 
 async def test_wait_for_an_add_that_times_out_leaves_nothing_scheduled(bot: Bot) -> None:
     bot.server.inject(Fault(path_contains="/delayed_event/", answer_latency=HELD))
-    with pytest.raises(TimeoutError):
+    with pytest.raises(asyncio.TimeoutError):  # the builtin TimeoutError from 3.11 only
         await asyncio.wait_for(add(bot.manager), HELD / 2)
     assert bot.server.scheduled() == []
     assert bot.manager.switches == []
