@@ -254,6 +254,32 @@ async def test_a_budget_that_matches_the_server_is_never_refused() -> None:
     assert manager.rate_limited == 0
 
 
+async def test_a_closing_manager_does_not_report_switches_back_within_the_budget() -> None:
+    """Switches beyond the budget are told so once; stopping the others at close frees budget,
+    but a manager that is closing plans nothing more, so no `WITHIN_BUDGET` follows."""
+    clock = FakeClock()
+    async with FakeHomeserver(clock=clock) as server:
+        client = await fake_client(server)
+        # Half a restart a second keeps about two switches of 5 s.
+        client.delayed_events_limits = ServerLimits(RateLimit(0.5, 5), None)
+        manager = KeepAliveManager(client, clock=clock, seed=1)
+        events: list[SwitchEventKind] = []
+        manager.on_event(lambda event: events.append(event.kind))
+        for n in range(4):
+            await advancing(
+                clock,
+                manager.add(
+                    ROOM, "m.room.message", OFFLINE, delay=timedelta(seconds=5), key=str(n)
+                ),
+            )
+        assert SwitchEventKind.OVER_BUDGET in events
+        before_close = len(events)
+        assert await advancing(clock, manager.close(ExitPolicy.CANCEL)) == []
+        await client.close()
+    assert SwitchEventKind.WITHIN_BUDGET not in events[before_close:]
+    assert events[before_close:].count(SwitchEventKind.STOPPED) == 4
+
+
 async def test_a_budget_told_too_much_learns_the_servers_rate() -> None:
     """The client believes in 20 requests a second (burst 20); the server allows 5 (burst 5).
     The first bursts are refused; the budget shrinks to what passes and stays there."""

@@ -313,6 +313,7 @@ class KeepAliveManager:
         for task in arming:
             task.cancel()
         await asyncio.gather(*arming, return_exceptions=True)
+        self._planner.stop()
         switches = list(self._ctx.switches)
         policy = self._close_policy
         ended = await asyncio.gather(*(self._stopping.stop(s, policy) for s in switches))

@@ -90,12 +90,20 @@ class Planner:
         self._order = itertools.count()
         self._plan: Plan | None = None
         self._said_deliverable: int | None = None
+        self._stopped = False
 
     def next_order(self) -> int:
         return next(self._order)
 
+    def stop(self) -> None:
+        """Plan nothing more: the manager is closing, and every switch is being stopped. The
+        budget its stops free would otherwise tell the last ones they are back within it."""
+        self._stopped = True
+
     def replan(self) -> None:
         """Plan again: a switch came or went, or the budget learned something."""
+        if self._stopped:
+            return
         ctx = self._ctx
         rate = ctx.budget.rate(Bucket.MANAGEMENT)
         if rate is None and ctx.budget.rate(Bucket.SCHEDULING) is None:
