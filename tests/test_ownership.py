@@ -438,6 +438,21 @@ async def test_the_record_is_the_owners_alone_and_drops_what_ended(
     assert not list(directory.glob("*.json"))
 
 
+async def test_a_re_armed_switch_leaves_one_entry_in_the_record(
+    account: Account, tmp_path: Path
+) -> None:
+    manager = account.manager(record_dir=tmp_path)
+    switch = await status_switch(manager)
+    first = switch.delay_id
+    assert first is not None
+    account.server.cancel(first)  # lost: the next restart finds it gone, and arms a new one
+    await account.clock.advance(30)
+    assert switch.delay_id not in (None, first)
+    [entry] = list((tmp_path / "nio-delayed-switches").glob("*.json"))
+    assert str(switch.delay_id) in entry.read_text()
+    await advancing(account.clock, manager.close(ExitPolicy.KEEP))
+
+
 async def test_a_broken_record_file_is_skipped(account: Account, tmp_path: Path) -> None:
     directory = tmp_path / "nio-delayed-switches"
     directory.mkdir()

@@ -170,23 +170,29 @@ class Arming:
     async def arm(self, switch: SwitchRuntime, attempts: int = 3) -> DelayedEventError | None:
         """Schedule the switch's event; on success the machine is armed. Returns the error."""
         tx_id = switch.tx_id = switch.tx_id or f"nio-delayed-{uuid.uuid4()}"
+        replaced = switch.delay_id  # the scheduling sets the new one on the switch
         resp, sent_at = await self._scheduled(switch, tx_id, attempts)
         sent_wall_ms = _wall_ms() - round((self._ctx.clock.now() - sent_at) * 1000)
         if isinstance(resp, DelayedEventError):
             return resp
         delay_id = resp.delay_id
-        self._record(switch, delay_id, switch.settings.content, sent_wall_ms)
+        self._record(switch, delay_id, switch.settings.content, sent_wall_ms, replaced)
         switch.delay_id = delay_id
         switch.tx_id = None  # the next arming is a new event
         switch.armed_wall_ms = sent_wall_ms
         switch.machine.armed(sent_at)
         return None
 
-    def _record(
-        self, switch: SwitchRuntime, delay_id: DelayId, content: dict[str, Any], armed_ms: int
+    def _record(  # what the record holds of the event, and what it replaces
+        self,
+        switch: SwitchRuntime,
+        delay_id: DelayId,
+        content: dict[str, Any],
+        armed_ms: int,
+        replaced: DelayId | None,
     ) -> None:
         """Note in the bot's record (if it keeps one) that the switch's event is now
-        ``delay_id``; the event it replaces is gone."""
+        ``delay_id``; the event it replaces (``replaced``) is gone."""
         record = self._ctx.record
         if record is None:
             return
@@ -203,8 +209,8 @@ class Arming:
                 armed_ms,
             )
         )
-        if switch.delay_id is not None and switch.delay_id != delay_id:
-            record.drop([switch.delay_id])
+        if replaced is not None and replaced != delay_id:
+            record.drop([replaced])
 
     async def _schedule(
         self, switch: SwitchRuntime, tx_id: str
@@ -381,7 +387,9 @@ class Arming:
             )
             leftovers.remove(leftover)
             if isinstance(resp, UpdateDelayedEventResponse):
-                self._record(switch, leftover.delay_id, leftover.content, sent_wall_ms)
+                self._record(
+                    switch, leftover.delay_id, leftover.content, sent_wall_ms, switch.delay_id
+                )
                 switch.delay_id = leftover.delay_id
                 switch.armed_wall_ms = sent_wall_ms
                 switch.machine.armed(sent_at)
