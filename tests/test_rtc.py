@@ -175,6 +175,7 @@ async def test_sticky_mode_on_a_server_without_sticky_events_sends_nothing(
         {"application": ""},
         {"transports": [{"url": "no type"}]},
         {"delay": timedelta(seconds=0)},
+        {"delay": timedelta(milliseconds=500)},  # under a dead-man's switch's minimum
         {"sticky_duration": timedelta(hours=2)},
     ],
 )

@@ -38,6 +38,7 @@ from ..validation import (
     coerce_policy,
     delay_to_ms,
     sticky_to_ms,
+    switch_delay_ms,
 )
 from .ports import RtcClient
 from .wire import (
@@ -125,7 +126,7 @@ def check_options(  # noqa: PLR0913  # the public signature: one keyword per opt
         transports=[check_content(t) for t in published],
         call_intent=call_intent,
         application_data=check_content(application_data or {}),
-        delay_ms=delay_to_ms(delay),
+        delay_ms=switch_delay_ms(delay),  # the leave is a dead-man's switch
         sticky_ms=sticky_to_ms(sticky_duration),
         expires_ms=delay_to_ms(expires, "expires"),
         ignore_unverified_devices=ignore_unverified_devices,
