@@ -8,7 +8,12 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["Clock", "SystemClock", "TimerHandle"]
+__all__ = ["Clock", "SystemClock", "TimerHandle", "wall_ms"]
+
+
+def wall_ms() -> int:
+    """The wall clock in Unix milliseconds, as servers stamp their events."""
+    return int(time.time() * 1000)
 
 
 class TimerHandle(Protocol):

@@ -44,7 +44,7 @@ from . import (
     SwitchState,
     SwitchStats,
 )
-from .wire import SWITCH_KEY_FIELD
+from .wire import switch_key
 
 __all__ = [
     "FIRE_KINDS",
@@ -123,9 +123,7 @@ class SwitchRow:
     @classmethod
     def of(cls, switch: DeadMansSwitch) -> SwitchRow:
         """The row of ``switch`` now."""
-        key = switch.state_key
-        if key is None:
-            key = str(switch.content.get(SWITCH_KEY_FIELD, ""))
+        key = switch_key(switch.state_key, switch.content) or ""
         return cls(switch.room_id, switch.event_type, key, switch.state.value, switch.deadline_in)
 
 

@@ -15,6 +15,7 @@ __all__ = [
     "UNSIGNED_DELAY_ID_FIELDS",
     "fired_delay_id",
     "own_fired_events",
+    "switch_key",
 ]
 
 #: Where a message switch keeps its key, in the event's content. It stays readable beside the
@@ -30,6 +31,15 @@ ENCRYPTED_TYPE = "m.room.encrypted"
 #: (the merged MSC4140; Synapse 1.150+ has the unstable name): the one sign, seen in the sync,
 #: that the server sent it.
 UNSIGNED_DELAY_ID_FIELDS = ("org.matrix.msc4140.delay_id", "delay_id")
+
+
+def switch_key(state_key: str | None, content: Mapping[str, Any]) -> str | None:
+    """What tells a switch apart within its room and type: its state key, or a message
+    switch's key in its content (None for a message that no switch made)."""
+    if state_key is not None:
+        return state_key
+    key = content.get(SWITCH_KEY_FIELD)
+    return key if isinstance(key, str) else None
 
 
 def fired_delay_id(event: Mapping[str, Any]) -> str | None:

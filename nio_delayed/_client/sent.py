@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import math
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
 from nio.responses import SyncResponse
@@ -18,7 +16,7 @@ from nio.responses import SyncResponse
 from ..delay_id import DelayId, shorten
 from ..errors import ErrorKind
 from ..responses import DelayedEventSentError, DelayedEventSentResponse
-from ..validation import InvalidInput, check_delay_id
+from ..validation import InvalidInput, check_delay_id, read_seconds
 from ..wire import UNSIGNED_DELAY_ID_FIELDS, fired_delay_id, own_fired_events
 
 __all__ = ["FiredMarks", "SentEvents"]
@@ -95,13 +93,9 @@ class SentEvents:
 def _seconds(timeout: object) -> float | None:
     if timeout is None:
         return None
-    if not isinstance(timeout, timedelta):
-        raise InvalidInput(
-            f"timeout must be a datetime.timedelta or None, not {type(timeout).__name__}"
-        )
-    seconds = timeout.total_seconds()
-    if not math.isfinite(seconds) or seconds < 0:
-        raise InvalidInput(f"timeout must not be negative, got {timeout}")
+    seconds, bare = read_seconds(timeout, "timeout", allow_zero=True)
+    if bare:  # a new parameter: no bare number to keep working
+        raise InvalidInput(f"timeout must be a datetime.timedelta or None, not {timeout!r}")
     return seconds
 
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
-import time
 import uuid
 from datetime import timedelta
 from typing import Any
 
+from ..clock import wall_ms
 from ..delay_id import DelayId
 from ..errors import ErrorKind
 from ..models import DelayedEvent
@@ -126,7 +126,7 @@ class Arming:
                 first[leftover.delay_id] = math.inf
             elif resp.kind in GONE:
                 leftovers.remove(leftover)
-                self._forget([leftover])
+                self._ctx.forget_recorded([leftover.delay_id])
             elif resp.kind is not ErrorKind.RATE_LIMITED:  # the budget waits after a 429
                 await self._ctx.sleep(self._ctx.backoff.wait(1, self._ctx.rng))
 
@@ -172,7 +172,7 @@ class Arming:
         tx_id = switch.tx_id = switch.tx_id or f"nio-delayed-{uuid.uuid4()}"
         replaced = switch.delay_id  # the scheduling sets the new one on the switch
         resp, sent_at = await self._scheduled(switch, tx_id, attempts)
-        sent_wall_ms = _wall_ms() - round((self._ctx.clock.now() - sent_at) * 1000)
+        sent_wall_ms = wall_ms() - round((self._ctx.clock.now() - sent_at) * 1000)
         if isinstance(resp, DelayedEventError):
             return resp
         delay_id = resp.delay_id
@@ -183,7 +183,7 @@ class Arming:
         switch.machine.armed(sent_at)
         return None
 
-    def _record(  # what the record holds of the event, and what it replaces
+    def _record(
         self,
         switch: SwitchRuntime,
         delay_id: DelayId,
@@ -376,7 +376,7 @@ class Arming:
                 # arm the new one, then cancel this one. (The owner marker may be missing: an
                 # earlier version's event is adopted all the same.)
                 continue
-            sent_wall_ms = _wall_ms()
+            sent_wall_ms = wall_ms()
             resp, sent_at = await self._ctx.request(
                 Bucket.MANAGEMENT,
                 Priority.KEEP,
@@ -400,7 +400,7 @@ class Arming:
                 )
                 return
             if resp.kind in GONE:
-                self._forget([leftover])
+                self._ctx.forget_recorded([leftover.delay_id])
             else:
                 # Neither live nor gone for sure: leave it to be cancelled after arming.
                 leftovers.append(leftover)
@@ -412,7 +412,7 @@ class Arming:
         due_ts = leftover.due_ts
         if due_ts is None:
             return None
-        return self._ctx.clock.now() + (due_ts - _wall_ms()) / 1000
+        return self._ctx.clock.now() + (due_ts - wall_ms()) / 1000
 
     async def _restart(
         self, delay_id: str, _: float
@@ -431,7 +431,7 @@ class Arming:
             attempts=_LEFTOVER_ATTEMPTS,
         )
         if isinstance(resp, UpdateDelayedEventResponse) or resp.kind in GONE:
-            self._forget([leftover])
+            self._ctx.forget_recorded([leftover.delay_id])
             message = f"cancelled {leftover.delay_id!r} left by a previous process"
             error = None
         else:
@@ -441,11 +441,3 @@ class Arming:
             )
             error = resp
         self._ctx.emit(switch, SwitchEventKind.LEFTOVER_CANCELLED, message, error)
-
-    def _forget(self, ended: list[DelayedEvent]) -> None:
-        if self._ctx.record is not None:
-            self._ctx.record.drop(e.delay_id for e in ended)
-
-
-def _wall_ms() -> int:
-    return int(time.time() * 1000)

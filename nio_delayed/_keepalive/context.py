@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
 from ..clock import Clock
@@ -79,6 +79,11 @@ class KeepAliveContext:
         self.ownership = Ownership("", frozenset())
         self.record: SwitchRecord | None = None
         self._restart_policy = self._build_policy(request_timeout, 1)
+
+    def forget_recorded(self, delay_ids: Iterable[str]) -> None:
+        """Drop ended events from the bot's record, if it keeps one."""
+        if self.record is not None:
+            self.record.drop(delay_ids)
 
     def emit(
         self,

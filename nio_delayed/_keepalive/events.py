@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 
 from ..responses import DelayedEventError
-from ..wire import SWITCH_KEY_FIELD
+from ..wire import switch_key
 from .machine import SwitchState, SwitchStats
 from .switch import SwitchEvent, SwitchEventKind, SwitchRuntime
 
@@ -47,9 +47,7 @@ def switch_fields(
     what it guards, its state, the event's kind, a shortened delay_id and the error's kind.
     Never its content, a whole delay_id or a token."""
     settings = switch.settings
-    key = settings.state_key
-    if key is None:
-        key = settings.content.get(SWITCH_KEY_FIELD)
+    key = switch_key(settings.state_key, settings.content)
     delay_id = switch.delay_id
     return {
         "room_id": settings.room_id,

@@ -23,7 +23,7 @@ from typing import Any
 from ..delay_id import DelayId
 from ..models import DelayedEvent, parse_delay_id
 
-__all__ = ["RECORD_SUBDIR", "RecordedSwitch", "SwitchRecord"]
+__all__ = ["RecordedSwitch", "SwitchRecord"]
 
 logger = logging.getLogger(__name__)
 

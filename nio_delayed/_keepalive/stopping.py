@@ -57,8 +57,8 @@ class Stopping:
         error: DelayedEventError | None = None
         if switch.delay_id is not None and policy is not ExitPolicy.KEEP:
             message, error = await self._end_event(switch, policy)
-            if error is None and self._ctx.record is not None:
-                self._ctx.record.drop([switch.delay_id])  # ended: nothing to find again
+            if error is None:
+                self._ctx.forget_recorded([switch.delay_id])  # ended: nothing to find again
         switch.machine.stopped()
         self._ctx.emit(switch, SwitchEventKind.STOPPED, message, error)
         return error is None

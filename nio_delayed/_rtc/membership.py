@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -30,6 +29,7 @@ from .._keepalive import (
     SwitchEventKind,
     UnsupportedServerError,
 )
+from ..clock import wall_ms
 from ..responses import DelayedEventsSupportError
 from ..validation import (
     InvalidInput,
@@ -141,8 +141,6 @@ class RtcMembership:
 
     def __init__(self, client: RtcClient, options: _Options) -> None:
         self._client = client
-        self._user_id = options.user_id
-        self._device_id = options.device_id
         self._options = options
         self._mode = options.mode
         #: Unique per membership (MSC4143), random: a transport may use it as a pseudonym.
@@ -175,7 +173,7 @@ class RtcMembership:
         """The member id: MSC4143's ``member.id`` in sticky mode; in legacy mode the
         ``membershipID`` (user and device), as Element Call writes it."""
         if self._mode is RtcMode.LEGACY:
-            return f"{self._user_id}:{self._device_id}"
+            return f"{self._options.user_id}:{self._options.device_id}"
         return self._member_id
 
     @property
@@ -187,7 +185,7 @@ class RtcMembership:
         """The membership's state key in legacy mode; None in sticky mode."""
         if self._mode is not RtcMode.LEGACY:
             return None
-        return legacy_state_key(self._user_id, self._device_id, self._options.slot)
+        return legacy_state_key(self._options.user_id, self._options.device_id, self._options.slot)
 
     @property
     def switch(self) -> DeadMansSwitch:
@@ -218,10 +216,10 @@ class RtcMembership:
             expires = o.expires_ms
             if self._created_ts is not None:
                 # A refresh: the same membership, living longer (counted from its start).
-                expires += max(0, _wall_ms() - self._created_ts)
+                expires += max(0, wall_ms() - self._created_ts)
             return legacy_membership(
-                user_id=self._user_id,
-                device_id=self._device_id,
+                user_id=self._options.user_id,
+                device_id=self._options.device_id,
                 slot=o.slot,
                 transports=o.transports,
                 call_intent=o.call_intent,
@@ -230,8 +228,8 @@ class RtcMembership:
                 created_ts=self._created_ts,
             )
         return sticky_membership(
-            user_id=self._user_id,
-            device_id=self._device_id,
+            user_id=self._options.user_id,
+            device_id=self._options.device_id,
             member_id=self._member_id,
             slot=o.slot,
             transports=o.transports,
@@ -244,8 +242,8 @@ class RtcMembership:
         if self._mode is RtcMode.LEGACY:
             return {}
         return sticky_leave(
-            user_id=self._user_id,
-            device_id=self._device_id,
+            user_id=self._options.user_id,
+            device_id=self._options.device_id,
             member_id=self._member_id,
             slot=self._options.slot,
             code=code,
@@ -254,7 +252,7 @@ class RtcMembership:
     async def openid_token(self) -> GetOpenIDTokenResponse | GetOpenIDTokenError:
         """An OpenID token of the bot's account, for the call's focus service (an SFU's
         authorisation service exchanges it for the SFU's own credentials)."""
-        return await self._client.get_openid_token(self._user_id)
+        return await self._client.get_openid_token(self._options.user_id)
 
     # -- joining and leaving ---------------------------------------------------------------
 
@@ -406,7 +404,7 @@ class RtcMembership:
         if not isinstance(sent, str):
             return str(sent)
         if self._mode is RtcMode.LEGACY and self._created_ts is None:
-            self._created_ts = _wall_ms()
+            self._created_ts = wall_ms()
         self._published += 1
         return None
 
@@ -420,7 +418,3 @@ class RtcMembership:
 def _kept(switch: DeadMansSwitch) -> int:
     stats = switch.stats
     return stats.restarts_ok + stats.rearms
-
-
-def _wall_ms() -> int:
-    return int(time.time() * 1000)

@@ -15,13 +15,16 @@ from typing import Any
 
 import aiohttp
 
+from .. import SwitchState
 from .common import EXIT_ERROR, EXIT_OK, CommandError, print_json, print_table
 
-__all__ = ["DEFAULT_METRICS_URL", "add_status_command", "summary"]
+__all__ = ["DEFAULT_METRICS_URL", "add_status_command"]
 
 DEFAULT_METRICS_URL = "http://127.0.0.1:9464/metrics"
 #: States of a running switch whose event may be sent while the bot is alive.
-ATTENTION_STATES = ("at_risk", "probably_fired", "unauthorized")
+ATTENTION_STATES = tuple(
+    s.value for s in (SwitchState.AT_RISK, SwitchState.PROBABLY_FIRED, SwitchState.UNAUTHORIZED)
+)
 Samples = dict[str, dict[str, float]]
 #: The per-switch series (``register(..., per_switch=True)``), labelled by room, type and key.
 _PER_SWITCH = ("switch_state", "switch_deadline_seconds")

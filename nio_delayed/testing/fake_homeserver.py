@@ -31,14 +31,13 @@ import json
 import math
 import random
 import secrets
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aiohttp import web
 
-from ..clock import Clock, TimerHandle
+from ..clock import Clock, TimerHandle, wall_ms
 from ..limits import RateLimit, ServerLimits
 from .loopback import LoopbackServer
 
@@ -186,10 +185,6 @@ def _scheduling_body(body: object) -> tuple[int, dict[str, Any], str | None] | w
     if state_key is not None and not isinstance(state_key, str):
         return _error(400, "M_BAD_JSON", "state_key must be a string")
     return delay, content, state_key
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class FakeHomeserver(LoopbackServer):
@@ -572,7 +567,7 @@ class FakeHomeserver(LoopbackServer):
             "sender": sender,
             "type": event_type,
             "content": content,
-            "origin_server_ts": _now_ms(),
+            "origin_server_ts": wall_ms(),
         }
         if state_key is not None:
             event["state_key"] = state_key
@@ -625,7 +620,7 @@ class FakeHomeserver(LoopbackServer):
         mine = [d for d in self._delayed.values() if d.owner == user and d.outcome is None]
         if self.max_scheduled is not None and len(mine) >= self.max_scheduled:
             next_due = min(d.running_since + d.delay for d in mine)
-            wait_s = max(1, math.ceil((next_due - _now_ms()) / 1000))
+            wait_s = max(1, math.ceil((next_due - wall_ms()) / 1000))
             # MSC: Retry-After is the time until the user's next event is due, in seconds.
             return _error(
                 429,
@@ -641,7 +636,7 @@ class FakeHomeserver(LoopbackServer):
             state_key=state_key,
             content=content,
             delay=delay,
-            running_since=_now_ms(),
+            running_since=wall_ms(),
             sticky_duration_ms=sticky,
         )
         self._delayed[delayed.delay_id] = delayed
@@ -693,7 +688,7 @@ class FakeHomeserver(LoopbackServer):
             delayed.timer.cancel()
             delayed.timer = None
         delayed.outcome = outcome
-        delayed.finalised_ts = _now_ms()
+        delayed.finalised_ts = wall_ms()
         if outcome == "send":
             delayed.event_id = self._emit(
                 delayed.owner,
@@ -738,7 +733,7 @@ class FakeHomeserver(LoopbackServer):
                 return web.json_response({})
             return _error(409, "M_UNKNOWN", f"The delayed event was already {delayed.outcome}")
         if action == "restart":
-            delayed.running_since = _now_ms()
+            delayed.running_since = wall_ms()
             self._arm(delayed)
         else:
             self._finalise(delayed, action)
